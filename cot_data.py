@@ -1,0 +1,299 @@
+"""
+Algorithmic chain-of-thought data for nanocorrect: tasks, CoT formats, the tokenizer,
+the exact answer checker, and noise injectors.
+
+A problem is generated from its operands alone; its text is prompt + completion, where the
+completion is the chain of thought, then '#', the final answer, and '$' (the stop token).
+The checker reads only what stands between the last '#' and '$' of a completion and compares
+it with the truth recomputed from the operands.
+
+Formats (difficulty = number of digits n of each operand):
+  reverse  every number written least-significant digit first; addition and multiplication
+           write one carry row, then the answer row, so digit i of the answer depends on digit i
+           of the operands and of the carry row: with abacus positions (model.py) that alignment
+           is what lets a model trained on 1..N digits go past N.
+  plain    numbers as usual (most significant first); one line per step.
+  answer   no chain of thought: '#answer$' straight after the prompt (reverse digit order).
+"""
+import random
+import zlib
+from dataclasses import dataclass, field
+
+TASKS = ("add", "mul", "sort", "median", "gcd")
+FORMATS = ("reverse", "plain", "answer")
+LIST_LEN = {"sort": 4, "median": 5}     # how many numbers a sort / median problem holds
+
+
+@dataclass
+class Problem:
+    task: str
+    digits: int
+    operands: list
+    fmt: str
+    prompt: str
+    completion: str                     # chain of thought + '#' + answer + '$'
+    answer: str                         # plain decimal digits (comma-separated for sort)
+
+    @property
+    def text(self):
+        return self.prompt + self.completion
+
+
+# ----------------------------------------------------------------------------- tasks
+
+def num(x, fmt, width=0):
+    """A number as text in the format's digit order (zero-padded to width)."""
+    s = str(x).zfill(width)
+    return s if fmt == "plain" else s[::-1]
+
+
+def random_operand(n, rng, lowest=0):
+    return rng.randrange(lowest, 10) if n == 1 else rng.randrange(10 ** (n - 1), 10 ** n)
+
+
+def random_operands(task, n, rng):
+    if task == "add":
+        return [random_operand(n, rng), random_operand(n, rng)]
+    if task == "mul":                    # n digits times one digit
+        return [random_operand(n, rng), rng.randrange(2, 10)]
+    if task == "gcd":
+        return [random_operand(n, rng, 1), random_operand(n, rng, 1)]
+    return [random_operand(n, rng) for _ in range(LIST_LEN[task])]
+
+
+def problem_space(task, n):
+    """How many different problems a task has at n digits."""
+    per = 10 if n == 1 else 9 * 10 ** (n - 1)
+    if task == "mul":
+        return per * 8
+    if task == "gcd":
+        return (9 if n == 1 else per) ** 2
+    return per ** (2 if task == "add" else LIST_LEN[task])
+
+
+# A solver computes the chain of thought step by step. `fault` names a step that goes wrong
+# (dynamic noise): the wrong value is carried into every later step, as a real mistake would be.
+
+def solve_carry(task, ops, fmt, fault=None, rng=None):
+    """Addition (a+b) or multiplication by one digit (a*b), column by column with a carry."""
+    a, b = ops
+    n = len(str(max(a, b))) if task == "add" else len(str(a))
+    da = [int(c) for c in str(a).zfill(n)[::-1]]
+    db = [int(c) for c in str(b).zfill(n)[::-1]] if task == "add" else [b] * n
+    sym = "+" if task == "add" else "*"
+    carry, carries, out, lines = 0, [0], [], []
+    for i in range(n):
+        s = da[i] + db[i] + carry if task == "add" else da[i] * db[i] + carry
+        lines.append(f"{da[i]}{sym}{db[i]}+{carry}={s};")
+        carry = s // 10
+        if fault == i:                   # a wrong carry, carried on
+            carry = 1 - carry if task == "add" else (carry + rng.randrange(1, 9)) % 9
+        out.append(s % 10)
+        carries.append(carry)
+    out.append(carry)
+    value = int("".join(map(str, out[::-1])))
+    if fmt == "reverse":                 # one carry row, aligned digit for digit with the answer
+        return "".join(map(str, carries)) + ";", num(value, fmt, n + 1), n
+    return "".join(lines), num(value, fmt, n + 1 if fmt == "answer" else 0), n
+
+
+def solve_select(task, ops, fmt, fault=None, rng=None):
+    """Sorting (or the median) by selection: each line takes the smallest number and rewrites
+    the numbers that remain, so every line holds all the work still to do."""
+    rest, picked, lines = list(ops), [], []
+    stop = len(ops) if task == "sort" else len(ops) // 2 + 1
+    while len(picked) < stop:
+        m = min(rest)
+        if fault == len(picked) and len(rest) > 1:   # picks the second smallest instead
+            m = sorted(rest)[1]
+        rest.remove(m)
+        picked.append(m)
+        lines.append(num(m, fmt) + "|" + ",".join(num(x, fmt) for x in rest) + ";")
+    answer = ",".join(num(x, fmt) for x in picked) if task == "sort" else num(picked[-1], fmt)
+    return "".join(lines), answer, stop
+
+
+def solve_gcd(task, ops, fmt, fault=None, rng=None):
+    """Euclid's algorithm: a%b=r, then (b, r), until the remainder is 0."""
+    a, b = ops
+    lines, i = [], 0
+    while b:
+        r = a % b
+        if fault == i and b > 1:                     # a wrong remainder, carried on
+            r = (r + rng.randrange(1, b)) % b
+        lines.append(f"{num(a, fmt)}%{num(b, fmt)}={num(r, fmt)};")
+        a, b, i = b, r, i + 1
+    return "".join(lines), num(a, fmt), i
+
+
+SOLVERS = {"add": solve_carry, "mul": solve_carry, "sort": solve_select, "median": solve_select,
+           "gcd": solve_gcd}
+
+
+def make_prompt(task, ops, fmt):
+    f = [num(x, fmt) for x in ops]
+    if task == "add":
+        return f"{f[0]}+{f[1]}="
+    if task == "mul":
+        return f"{f[0]}*{f[1]}="
+    return f"{task}:{','.join(f)}="
+
+
+def make_problem(task, ops, fmt="reverse", digits=None, fault=None, rng=None):
+    if task not in SOLVERS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    cot, answer, _ = SOLVERS[task](task, ops, fmt, fault, rng)
+    if fmt == "answer":
+        cot = ""
+    digits = digits or len(str(max(ops)))
+    return Problem(task, digits, list(ops), fmt, make_prompt(task, ops, fmt), cot + "#" + answer + "$",
+                   truth(task, ops))
+
+
+def truth(task, ops):
+    """The right final answer, recomputed from the operands with plain Python."""
+    import math
+    if task == "add":
+        return str(ops[0] + ops[1])
+    if task == "mul":
+        return str(ops[0] * ops[1])
+    if task == "gcd":
+        return str(math.gcd(*ops))
+    s = sorted(ops)
+    return ",".join(map(str, s)) if task == "sort" else str(s[len(s) // 2])
+
+
+# ----------------------------------------------------------------------------- checker
+
+def parse_answer(task, fmt, completion):
+    """The final answer of a completion as plain decimal text, or None if it has none: only the
+    text between the last '#' and the following '$' is read."""
+    if "#" not in completion:
+        return None
+    text = completion.rsplit("#", 1)[1].split("$", 1)[0]
+    parts = text.split(",") if task == "sort" else [text]
+    if not all(p.isdigit() for p in parts):
+        return None
+    return ",".join(str(int(p if fmt == "plain" else p[::-1])) for p in parts)
+
+
+def check(task, fmt, ops, completion):
+    """-> (parsed answer or None, correct?)"""
+    answer = parse_answer(task, fmt, completion)
+    return answer, answer == truth(task, ops)
+
+
+# ----------------------------------------------------------------------------- data sets
+
+def _seed(*parts):
+    return zlib.crc32(":".join(map(str, parts)).encode())   # stable across runs, unlike hash()
+
+
+def eval_operands(task, n, size=200, seed=0):
+    """A fixed, seeded evaluation set at n digits. At small n it takes at most a fifth of all
+    problems, so that training still has problems of that length left."""
+    size = min(size, problem_space(task, n) // 5)
+    rng, seen, out = random.Random(_seed("eval", task, n, seed)), set(), []
+    while len(out) < size:
+        ops = random_operands(task, n, rng)
+        if tuple(ops) not in seen:
+            seen.add(tuple(ops))
+            out.append(ops)
+    return out
+
+
+def eval_set(task, n, fmt="reverse", size=200, seed=0):
+    return [make_problem(task, ops, fmt, n) for ops in eval_operands(task, n, size, seed)]
+
+
+class ProblemStream:
+    """Random training problems of min_digits..max_digits digits, never one from `exclude`
+    (a set of operand tuples, normally every evaluation set)."""
+
+    def __init__(self, task, fmt, min_digits, max_digits, seed=0, exclude=()):
+        self.task, self.fmt, self.lo, self.hi = task, fmt, min_digits, max_digits
+        self.rng, self.exclude = random.Random(_seed("train", task, seed)), set(exclude)
+
+    def operands(self):
+        n = self.rng.randint(self.lo, self.hi)
+        while True:
+            ops = random_operands(self.task, n, self.rng)
+            if tuple(ops) not in self.exclude:
+                return n, ops
+
+    def sample(self):
+        n, ops = self.operands()
+        return make_problem(self.task, ops, self.fmt, n)
+
+
+def eval_exclusions(task, max_digits, size=200, seed=0):
+    return {tuple(ops) for n in range(1, max_digits + 1) for ops in eval_operands(task, n, size, seed)}
+
+
+# ----------------------------------------------------------------------------- noise
+# Havrilla & Iyer (2024): static noise is a local mistake that nothing downstream depends on;
+# dynamic noise is a mistake made during the computation and carried through every later step.
+
+def _split(p):
+    cot, rest = p.completion.rsplit("#", 1)
+    return cot, "#" + rest
+
+
+def static_noise(p, rate, rng):
+    """Each digit of the chain of thought (not the final answer) is replaced with probability
+    `rate` by a different digit. The answer stays right."""
+    cot, tail = _split(p)
+    cot = "".join(str((int(c) + rng.randrange(1, 10)) % 10) if c.isdigit() and rng.random() < rate else c
+                  for c in cot)
+    return Problem(p.task, p.digits, p.operands, p.fmt, p.prompt, cot + tail, p.answer)
+
+
+def drop_lines(p, rate, rng):
+    """Each line of the chain of thought is left out with probability `rate`."""
+    cot, tail = _split(p)
+    kept = [line + ";" for line in cot.split(";")[:-1] if rng.random() >= rate]
+    return Problem(p.task, p.digits, p.operands, p.fmt, p.prompt, "".join(kept) + tail, p.answer)
+
+
+def dynamic_noise(p, rng, rate=1.0):
+    """With probability `rate`, one step of the computation goes wrong and every later step (and
+    so, usually, the answer) follows from the wrong value."""
+    if p.fmt == "answer" or rng.random() >= rate:
+        return p
+    _, _, n_steps = SOLVERS[p.task](p.task, p.operands, p.fmt)
+    q = make_problem(p.task, p.operands, p.fmt, p.digits, fault=rng.randrange(n_steps), rng=rng)
+    return q
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+class CharTokenizer:
+    """One token per character over a fixed, saved vocabulary. Digits come first (ids 1..10) so
+    the model can tell digits apart by id range; id 0 is padding and never appears in text."""
+    PAD = "\x00"
+    VOCAB = PAD + "0123456789" + "+-*/=<>|,;:#$%()[]. \n" + "abcdefghijklmnopqrstuvwxyz"
+
+    def __init__(self, vocab=None):
+        self.vocab = vocab or self.VOCAB
+        self.stoi = {c: i for i, c in enumerate(self.vocab)}
+        self.vocab_size = len(self.vocab)
+        self.pad_id = 0
+        self.digit_lo = self.stoi["0"]
+        self.stop_id = self.stoi["$"]      # every completion ends with '$'
+
+    def encode(self, text):
+        bad = sorted(set(c for c in text if c not in self.stoi or c == self.PAD))
+        if bad:
+            raise ValueError(f"characters outside the vocabulary: {''.join(bad)!r}")
+        return [self.stoi[c] for c in text]
+
+    def decode(self, ids):
+        return "".join(self.vocab[i] for i in ids if i != self.pad_id)
+
+    def config(self):
+        return {"kind": "char", "vocab": self.vocab}
+
+
+# ----------------------------------------------------------------------------- Llama 3 tokenizer (tiktoken)
