@@ -10,6 +10,7 @@ small helpers around it are what corrupt.py and improve.py reuse.
 """
 import argparse
 import math
+import random
 import time
 from dataclasses import fields
 
@@ -72,7 +73,7 @@ def make_optimizer(model, cfg):
 
 def train_loop(model, get_batch, cfg, optimizer=None, start_step=0, on_eval=None, desc="train"):
     """The one training loop: AdamW, warmup + cosine, grad clipping, a tqdm bar with loss and
-    tokens/s, and on_eval(step) every cfg['eval_every'] steps and at the end.
+    tokens/s, and on_eval(step) every cfg['eval_every'] steps and at the end (True stops).
     get_batch(step) -> (x, y). Returns the optimizer (for checkpoints that resume)."""
     optimizer = optimizer or make_optimizer(model, cfg)
     model.train()
@@ -92,7 +93,8 @@ def train_loop(model, get_batch, cfg, optimizer=None, start_step=0, on_eval=None
             bar.set_postfix(loss=f"{loss.item():.4f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
         last = step == cfg["steps"] - 1
         if on_eval and (last or (cfg["eval_every"] and (step + 1) % cfg["eval_every"] == 0)):
-            on_eval(step + 1)
+            if on_eval(step + 1):   # a true answer stops training early
+                break
             model.train()
     return optimizer
 
@@ -105,6 +107,21 @@ def stream_batches(stream, tok, batch_size, device, noise=None):
             probs = [noise(p) for p in probs]
         return collate([(tok.encode(p.prompt), tok.encode(p.completion)) for p in probs], device)
     return get_batch
+
+
+def pair_batches(pairs, tok, batch_size, device, seed=0):
+    """get_batch() over a fixed list of (prompt text, completion text) pairs, drawn at random."""
+    rng = random.Random(seed)
+    encoded = [(tok.encode(p), tok.encode(c)) for p, c in pairs]
+    return lambda step: collate([rng.choice(encoded) for _ in range(batch_size)], device)
+
+
+def load_or_fail(path, stages, device):
+    """load_checkpoint() for a script: a missing, corrupt or wrong-stage file is a one-line error."""
+    try:
+        return load_checkpoint(path, stages=stages, device=device)
+    except CheckpointError as e:
+        fail(str(e))
 
 
 def report_accuracy(model, tok, data_cfg, size, extra, label):
@@ -136,10 +153,7 @@ def main(argv=None):
     data_cfg.update(min_digits=1, tokenizer=tok.config())
     model, optimizer, start = GPT(model_config(cfg, tok)).to(device), None, 0
     if cfg["resume"]:
-        try:
-            model, ckpt = load_checkpoint(path, stages=["smart"], device=device)
-        except CheckpointError as e:
-            fail(str(e))
+        model, ckpt = load_or_fail(path, ["smart"], device)
         optimizer = make_optimizer(model, cfg)
         optimizer.load_state_dict(ckpt["optimizer"])
         start, data_cfg = ckpt["step"], ckpt["data_cfg"]

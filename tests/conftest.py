@@ -1,0 +1,26 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# a model small enough that every stage runs in seconds on a CPU
+TINY = ["--dim=32", "--n_layers=2", "--n_heads=2", "--n_kv_heads=2", "--ffn_hidden=64"]
+
+
+def run(*args, cwd=ROOT):
+    """Run a project script as a user would; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def smart_dir(tmp_path_factory):
+    """out/ with a tiny smart model (untrained in effect: 40 steps) for the CLI tests."""
+    out = tmp_path_factory.mktemp("out")
+    r = run("train.py", f"--out_dir={out}", "--max_digits=3", "--steps=40", "--eval_every=0",
+            "--eval_size=8", "--eval_extra=1", *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out

@@ -1,0 +1,136 @@
+import random
+
+import pytest
+
+from cot_data import (FORMATS, TASKS, CharTokenizer, ProblemStream, check, drop_lines, dynamic_noise,
+                      eval_exclusions, eval_operands, eval_set, make_problem, parse_answer,
+                      random_operands, static_noise, truth)
+
+
+def python_truth(task, ops):
+    import math
+    return {"add": lambda: ops[0] + ops[1], "mul": lambda: ops[0] * ops[1], "gcd": lambda: math.gcd(*ops),
+            "sort": lambda: sorted(ops), "median": lambda: sorted(ops)[len(ops) // 2]}[task]()
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_generated_cot_is_accepted_and_agrees_with_python(task, fmt):
+    rng = random.Random(0)
+    for n in list(range(1, 13)) + [20, 30]:
+        for _ in range(15):
+            ops = random_operands(task, n, rng)
+            p = make_problem(task, ops, fmt, n)
+            answer, ok = check(task, fmt, ops, p.completion)
+            assert ok, (p.text, answer)
+            want = python_truth(task, ops)
+            got = [int(x) for x in answer.split(",")] if task == "sort" else int(answer)
+            assert got == want
+            assert p.completion.endswith("$") and p.completion.count("#") == 1
+            assert len(str(max(ops))) <= n
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_wrong_answers_are_rejected(task):
+    rng = random.Random(1)
+    for n in (1, 3, 7):
+        ops = random_operands(task, n, rng)
+        p = make_problem(task, ops, "plain", n)
+        cot, ans = p.completion[:-1].rsplit("#", 1)
+        first = ans.split(",")[0]
+        bumped = str(int(first) + 1) + ans[len(first):]
+        assert not check(task, "plain", ops, cot + "#" + bumped + "$")[1]
+        assert check(task, "plain", ops, "#" + ans)[1]               # the '$' is not required
+        for junk in ("", "no answer", cot, "#", "#12a$", "#-3$"):
+            assert not check(task, "plain", ops, junk)[1]
+
+
+def test_checker_reads_only_the_final_answer():
+    p = make_problem("add", [45, 67], "plain", 2)
+    # a completion whose chain of thought is nonsense but whose final answer is right is right;
+    # one that writes the right number earlier but a wrong final answer is wrong
+    assert check("add", "plain", [45, 67], "garbage;#112$")[1]
+    assert not check("add", "plain", [45, 67], "#112;#113$")[1]
+    assert parse_answer("add", "reverse", "0;#211$") == "112"
+    assert p.answer == truth("add", [45, 67]) == "112"
+
+
+def test_reverse_addition_layout():
+    p = make_problem("add", [4821, 3961], "reverse")
+    assert p.prompt == "1284+1693="
+    assert p.completion == "00010;#28780$"   # carry into each column, then the sum, both LSD first
+
+
+def test_static_noise_changes_cot_digits_at_the_rate_and_keeps_the_answer():
+    rng = random.Random(2)
+    changed = total = 0
+    for _ in range(300):
+        p = make_problem("add", random_operands("add", 8, rng), "plain", 8)
+        q = static_noise(p, 0.3, rng)
+        assert check(q.task, q.fmt, q.operands, q.completion)[1]
+        a, b = p.completion.rsplit("#", 1)[0], q.completion.rsplit("#", 1)[0]
+        assert len(a) == len(b) and q.completion.rsplit("#", 1)[1] == p.completion.rsplit("#", 1)[1]
+        digits = [(x, y) for x, y in zip(a, b) if x.isdigit()]
+        total += len(digits)
+        changed += sum(x != y for x, y in digits)
+    assert 0.27 < changed / total < 0.33
+    assert static_noise(p, 0.0, rng).completion == p.completion
+
+
+def test_drop_lines_keeps_the_answer_and_drops_lines():
+    rng = random.Random(3)
+    p = make_problem("gcd", [987654, 123456], "plain")
+    lines = p.completion.count(";")
+    dropped = [drop_lines(p, 0.5, rng) for _ in range(50)]
+    assert all(check("gcd", "plain", p.operands, q.completion)[1] for q in dropped)
+    assert 0.3 * lines < sum(q.completion.count(";") for q in dropped) / 50 < 0.7 * lines
+
+
+def _carry_row_errors(prompt, completion):
+    """For reverse addition: (columns where the carry row breaks the carry rule,
+    columns where the answer row disagrees with the operands and the carry row)."""
+    a, b = prompt[:-1].split("+")
+    carries, answer = completion[:-1].split(";#")
+    rule = [i for i in range(len(a)) if int(carries[i + 1]) != (int(a[i]) + int(b[i]) + int(carries[i])) // 10]
+    sums = [i for i in range(len(a)) if int(answer[i]) != (int(a[i]) + int(b[i]) + int(carries[i])) % 10]
+    return rule, sums
+
+
+def test_dynamic_noise_makes_one_error_and_carries_it_through():
+    rng = random.Random(4)
+    for _ in range(100):
+        p = make_problem("add", random_operands("add", 6, rng), "reverse", 6)
+        q = dynamic_noise(p, rng)
+        assert not check(q.task, q.fmt, q.operands, q.completion)[1]    # the answer is wrong
+        rule, sums = _carry_row_errors(q.prompt, q.completion)
+        assert len(rule) == 1 and sums == []    # one wrong carry; every later digit follows from it
+        assert dynamic_noise(p, rng, rate=0.0) is p
+    for task in ("mul", "sort"):   # there too, a dynamic error reaches the final answer
+        for _ in range(30):
+            p = make_problem(task, random_operands(task, 5, rng), "plain", 5)
+            assert not check(task, "plain", p.operands, dynamic_noise(p, rng).completion)[1]
+
+
+def test_tokenizer_round_trip_and_unknown_characters():
+    tok = CharTokenizer()
+    rng = random.Random(5)
+    for task in TASKS:
+        t = make_problem(task, random_operands(task, 5, rng), "reverse").text
+        assert tok.decode(tok.encode(t)) == t
+    assert [tok.encode(str(d))[0] - tok.digit_lo for d in range(10)] == list(range(10))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        tok.encode("12+3é=")
+    assert CharTokenizer(tok.config()["vocab"]).encode("7+8=") == tok.encode("7+8=")
+
+
+def test_eval_sets_are_fixed_and_never_trained_on():
+    a = eval_operands("add", 3, 50)
+    assert a == eval_operands("add", 3, 50) and len({tuple(x) for x in a}) == 50
+    assert eval_operands("add", 3, 50, seed=1) != a
+    assert len(eval_operands("add", 1, 200)) == 20      # at most a fifth of the 100 one-digit sums
+    excl = eval_exclusions("add", 2, 200)
+    stream = ProblemStream("add", "reverse", 1, 2, seed=0, exclude=excl)
+    seen = {tuple(stream.sample().operands) for _ in range(5000)}
+    assert not seen & excl
+    assert len(seen) > 1000
+    assert [p.digits for p in eval_set("mul", 4, size=5)] == [4] * 5

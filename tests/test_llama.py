@@ -1,0 +1,189 @@
+"""The Llama 3 loader and tokenizer against ../shared/llama_tiny: a tiny random Llama 3.1-style
+checkpoint in Meta's and Hugging Face's layouts, with logits and tokens from reference code."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from model import LlamaError, _read_safetensors, generate, llama_rope_factor, load_llama
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "llama_tiny")
+pytestmark = pytest.mark.skipif(not os.path.isdir(SHARED), reason=f"no Llama oracle data at {SHARED}")
+
+
+def shared(*parts):
+    return os.path.join(SHARED, *parts)
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return torch.load(shared("reference_logits.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="module", params=["meta", "hf"])
+def loaded(request):
+    model, tok = load_llama(shared(request.param))
+    return request.param, model, tok
+
+
+def copy_dir(src, dst, skip=()):
+    """A writable copy (the shared files are read-only, and copytree would keep that)."""
+    os.makedirs(dst)
+    for f in os.listdir(src):
+        if f not in skip:
+            shutil.copyfile(os.path.join(src, f), os.path.join(dst, f))
+    return str(dst)
+
+
+def write_safetensors(path, tensors):
+    header, blobs, offset = {}, [], 0
+    for name, t in tensors.items():
+        b = t.float().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
+        blobs.append(b)
+        offset += len(b)
+    h = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(ids)[0]
+
+
+# ----------------------------------------------------------------------------- against the oracle
+
+def test_logits_match_reference(loaded, ref):
+    layout, model, _ = loaded
+    want = ref["logits_meta"] if layout == "meta" else ref["logits_hf"]
+    assert (logits(model, ref["input_ids"]) - want).abs().max().item() <= 1e-4
+
+
+def test_greedy_with_kv_cache_matches_reference(loaded, ref):
+    _, model, _ = loaded
+    out = generate(model, [ref["greedy_prompt"].tolist()], max_new_tokens=24, temperature=0)
+    assert out[0] == ref["greedy_hf"].tolist()
+
+
+def test_model_config(loaded):
+    layout, model, tok = loaded
+    cfg = model.cfg
+    assert (cfg.pos, cfg.norm, cfg.mlp, cfg.n_heads, cfg.n_kv_heads, cfg.ffn_hidden) == ("rope", "rmsnorm", "swiglu", 4, 2, 224)
+    assert cfg.rope_scaling["factor"] == 8 and cfg.rope_theta == 500000 and not cfg.tie_embeddings
+    assert tok is not None and tok.vocab_size == cfg.vocab_size == 600   # hf/: from the parent dir
+
+
+def test_bf16(ref):
+    model, _ = load_llama(shared("meta"), dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert model.inv_freq.dtype == torch.float32          # the rope table keeps its precision
+    out = logits(model, ref["input_ids"])
+    assert out.dtype == torch.bfloat16 and (out.float() - ref["logits_meta"]).abs().max() < 0.1
+
+
+def test_sharded_safetensors_and_tied_embeddings(tmp_path, ref):
+    raw = _read_safetensors(shared("hf", "model.safetensors"))
+    d = copy_dir(shared("hf"), tmp_path / "sharded", skip=("model.safetensors",))
+    names = sorted(raw)
+    shards = {"model-00001-of-00002.safetensors": names[:7], "model-00002-of-00002.safetensors": names[7:]}
+    for f, ns in shards.items():
+        write_safetensors(os.path.join(d, f), {n: raw[n] for n in ns})
+    write_json(os.path.join(d, "model.safetensors.index.json"), {"weight_map": {n: f for f, ns in shards.items() for n in ns}})
+    model, tok = load_llama(d, tokenizer_path=shared("tokenizer.model"))
+    assert (logits(model, ref["input_ids"]) - ref["logits_hf"]).abs().max().item() <= 1e-4
+    # no lm_head: the output layer shares the embedding
+    t = copy_dir(shared("hf"), tmp_path / "tied", skip=("model.safetensors",))
+    write_safetensors(os.path.join(t, "model.safetensors"), {n: v for n, v in raw.items() if n != "lm_head.weight"})
+    tied, tok = load_llama(t)
+    assert tok is None                                    # no tokenizer.model anywhere near: a note, no error
+    assert tied.cfg.tie_embeddings and tied.output.weight is tied.tok_embeddings.weight
+    assert tied.num_params() == model.num_params() - 600 * 64
+
+
+def test_rope_factor_choice(tmp_path, capsys):
+    assert llama_rope_factor(None, None, 2048, 16, "params.json") == 32    # Llama 3.2 1B
+    assert llama_rope_factor(None, None, 3072, 28, "params.json") == 32    # Llama 3.2 3B
+    assert llama_rope_factor(None, None, 4096, 32, "params.json") == 8     # Llama 3.1 8B
+    assert llama_rope_factor(None, 16, 2048, 16, "params.json") == 16      # the argument beats the guess
+    assert llama_rope_factor(4, 16, 2048, 16, "params.json") == 4          # the file beats the argument
+    assert "Llama 3.2" in capsys.readouterr().out
+    d = copy_dir(shared("meta"), tmp_path / "m")
+    write_json(os.path.join(d, "params.json"), {**read_json(os.path.join(d, "params.json")), "rope_scaling_factor": 32})
+    assert load_llama(d)[0].cfg.rope_scaling["factor"] == 32
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+def test_tokenizer_reproduces_meta_ids(loaded):
+    tok = loaded[2]
+    exp = read_json(shared("tokenizer_expected.json"))
+    assert (tok.bos_id, tok.eos_id, tok.eot_id, tok.vocab_size) == (exp["bos_id"], exp["eos_id"], exp["eot_id"], exp["n_words"])
+    for case in exp["cases"]:
+        ids = tok.encode(case["text"], bos=case["bos"], eos=case["eos"])
+        assert ids == case["ids"], case["text"]
+        assert tok.decode(tok.encode(case["text"])) == case["text"]
+    assert tok.encode_dialog_prompt(exp["chat_dialog"]) == exp["chat_ids"]
+    assert tok.stop_id in tok.stop_ids and tok.eot_id in tok.stop_ids and tok.pad_id not in tok.stop_ids
+    assert tok.decode([tok.pad_id, *tok.encode("ok"), tok.pad_id]) == "ok"
+    from cot_data import LlamaTokenizer
+    assert LlamaTokenizer(**{k: v for k, v in tok.config().items() if k != "kind"}).encode("Q:1+1=") == tok.encode("Q:1+1=")
+
+
+# ----------------------------------------------------------------------------- errors
+
+def test_missing_params_json(tmp_path):
+    d = copy_dir(shared("meta"), tmp_path / "m", skip=("params.json",))
+    with pytest.raises(LlamaError, match="neither params.json"):
+        load_llama(d)
+
+
+def test_missing_or_truncated_shard(tmp_path):
+    d = copy_dir(shared("hf"), tmp_path / "h")
+    write_json(os.path.join(d, "model.safetensors.index.json"),
+               {"weight_map": {"lm_head.weight": "model.safetensors", "model.norm.weight": "model-2.safetensors"}})
+    with pytest.raises(LlamaError, match="shard model-2.safetensors .* is missing"):
+        load_llama(d)
+    with open(os.path.join(d, "model.safetensors"), "r+b") as f:
+        f.truncate(500_000)
+    os.remove(os.path.join(d, "model.safetensors.index.json"))
+    with pytest.raises(LlamaError, match="truncated"):
+        load_llama(d)
+
+
+def test_unknown_rope_type(tmp_path):
+    d = copy_dir(shared("hf"), tmp_path / "h")
+    c = read_json(os.path.join(d, "config.json"))
+    c["rope_parameters"]["rope_type"] = "yarn"
+    write_json(os.path.join(d, "config.json"), c)
+    with pytest.raises(LlamaError, match="unknown rope type 'yarn'"):
+        load_llama(d)
+
+
+def test_tokenizer_vocab_mismatch(tmp_path):
+    d = copy_dir(shared("meta"), tmp_path / "m")
+    with open(shared("tokenizer.model")) as src, open(os.path.join(d, "tokenizer.model"), "w") as dst:
+        dst.writelines(src.readlines()[:-1])            # drop the last rank: 599 tokens
+    with pytest.raises(LlamaError, match="599 tokens but the weights have 600"):
+        load_llama(d)
+
+
+def test_missing_tensor(tmp_path):
+    d = copy_dir(shared("meta"), tmp_path / "m", skip=("consolidated.00.pth",))
+    sd = torch.load(shared("meta", "consolidated.00.pth"), weights_only=True)
+    del sd["layers.1.feed_forward.w3.weight"]
+    torch.save(sd, os.path.join(d, "consolidated.00.pth"))
+    with pytest.raises(LlamaError, match="layers.1.feed_forward.w3.weight is missing"):
+        load_llama(d)

@@ -1,0 +1,134 @@
+import os
+import random
+
+import pytest
+import torch
+
+from cot_data import CharTokenizer, make_problem, random_operands
+from model import (GPT, CheckpointError, KVCache, ModelConfig, digit_indices, generate, load_checkpoint,
+                   save_checkpoint)
+from train import collate
+
+
+def tiny(pos="abacus", **kw):
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=CharTokenizer().vocab_size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2,
+               ffn_hidden=64, pos=pos, digit_lo=CharTokenizer().digit_lo, block_size=128)
+    cfg.update(kw)
+    return GPT(ModelConfig(**cfg))
+
+
+def test_forward_shapes_and_loss():
+    m = tiny()
+    x = torch.randint(1, 40, (3, 17))
+    logits, loss = m(x)
+    assert logits.shape == (3, 17, m.cfg.vocab_size) and loss is None
+    _, loss = m(x, x)
+    assert loss.item() > 0
+
+
+def test_digit_indices():
+    tok = CharTokenizer()
+    ids = torch.tensor([tok.encode("12+345=0;#67$")])
+    assert digit_indices(ids, tok.digit_lo)[0].tolist() == [1, 2, 0, 1, 2, 3, 0, 1, 0, 0, 1, 2, 0]
+
+
+@pytest.mark.parametrize("pos", ["abacus", "rope", "learned", "none"])
+@pytest.mark.parametrize("block", [("layernorm", "gelu"), ("rmsnorm", "swiglu")])
+def test_cached_greedy_equals_uncached(pos, block):
+    m = tiny(pos, norm=block[0], mlp=block[1])
+    tok = CharTokenizer()
+    # prompts of different lengths: the left padding must not change anything either
+    prompts = [tok.encode(t) for t in ["12+34=", "9876+5432=", "1+1=", "31415+92653="]]
+    cached = generate(m, prompts, 20, use_cache=True)
+    assert cached == generate(m, prompts, 20, use_cache=False)
+    assert cached == [generate(m, [p], 20)[0] for p in prompts]
+
+
+def test_kv_cache_positions():
+    c = KVCache(batch=2, n_layers=1, n_kv_heads=1, max_len=8, head_dim=4, device="cpu", dtype=torch.float32)
+    k = torch.ones(2, 1, 3, 4)
+    full_k, _ = c.insert(0, k, 2 * k)
+    assert full_k.shape[2] == 3 and c.pos == 0
+    c.advance(3)
+    full_k, full_v = c.insert(0, 3 * torch.ones(2, 1, 1, 4), torch.zeros(2, 1, 1, 4))
+    assert full_k.shape[2] == 4 and full_k[0, 0, :, 0].tolist() == [1, 1, 1, 3]
+
+
+class MockModel(torch.nn.Module):
+    """A model whose next token is (last token + 1) mod V: generation must follow it exactly,
+    with or without the cache, and stop at the stop id."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = ModelConfig(vocab_size=12, dim=4, n_layers=1, n_heads=1, n_kv_heads=1, pos="none")
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.calls = []
+
+    def forward(self, idx, targets=None, positions=None, mask=None, cache=None, digit_index=None):
+        self.calls.append(idx.shape[1])
+        if cache is not None:
+            cache.advance(idx.shape[1])
+        return torch.nn.functional.one_hot((idx + 1) % 12, 12).float() * 10, None
+
+
+def test_generate_against_mock_model():
+    m = MockModel()
+    out = generate(m, [[1, 2], [5]], 6, stop_id=7)
+    assert out == [[3, 4, 5, 6, 7], [6, 7]]
+    assert m.calls[0] == 2 and set(m.calls[1:]) == {1}     # one prefill, then one token per step
+    assert generate(m, [[3]], 4, num_samples=2) == [[4, 5, 6, 7], [4, 5, 6, 7]]
+
+
+def test_sampling_is_seeded():
+    m = tiny()
+    p = [CharTokenizer().encode("12+34=")]
+    g = lambda s: generate(m, p, 10, temperature=1.0, top_k=5, num_samples=4, generator=torch.Generator().manual_seed(s))
+    assert g(1) == g(1) and g(1) != g(2)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    m = tiny("rope")
+    path = str(tmp_path / "smart" / "ckpt.pt")
+    save_checkpoint(path, m, "smart", 7, {"task": "add"}, optimizer=torch.optim.AdamW(m.parameters()))
+    assert os.listdir(tmp_path / "smart") == ["ckpt.pt"]          # no temp file left behind
+    m2, ckpt = load_checkpoint(path, stages=["smart"])
+    x = torch.randint(1, 40, (2, 9))
+    assert torch.equal(m(x)[0], m2(x)[0])
+    assert ckpt["step"] == 7 and ckpt["stage"] == "smart" and "optimizer" in ckpt and ckpt["data_cfg"]["task"] == "add"
+    with pytest.raises(CheckpointError, match="stage 'smart'"):
+        load_checkpoint(path, stages=["stupid"])
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(str(tmp_path / "bad.pt"))
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(str(tmp_path / "missing.pt"))
+
+
+def test_too_long_for_the_model():
+    m = tiny("learned", block_size=16)
+    with pytest.raises(ValueError, match="block_size"):
+        generate(m, [[1] * 10], 10)
+
+
+def test_tiny_model_overfits_a_handful_of_problems():
+    tok = CharTokenizer()
+    rng = random.Random(0)
+    probs = [make_problem("add", random_operands("add", 3, rng), "reverse", 3) for _ in range(8)]
+    x, y = collate([(tok.encode(p.prompt), tok.encode(p.completion)) for p in probs], "cpu")
+    m = tiny(abacus_offset=0)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    for _ in range(300):
+        _, loss = m(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    out = generate(m, [tok.encode(p.prompt) for p in probs], 20, stop_id=tok.stop_id)
+    assert [tok.decode(o) for o in out] == [p.completion for p in probs]
+
+
+def test_collate_masks_the_prompt():
+    x, y = collate([([1, 2, 3], [4, 5]), ([1], [6, 7, 8])], "cpu")
+    assert x.tolist() == [[1, 2, 3, 4], [1, 6, 7, 0]]
+    assert y.tolist() == [[-1, -1, 4, 5], [6, 7, 8, -1]]
