@@ -335,7 +335,7 @@ class LlamaTokenizer:
         # 3.0 never emits it (reserved), so stopping on it is right for every version.
         self.eom_id = len(ranks) + 8
         self.stop_ids = [self.eos_id, self.eot_id, self.eom_id]
-        self.stop_id = self.eos_id           # what a base model ends a text with (generate() takes one)
+        self.stop_id = self.eos_id           # what a base model ends a text with
         # 3.1+ call this one <|finetune_right_pad_id|>; never a real token, so decode() can drop it
         self.pad_id = len(ranks) + 4
 

@@ -119,11 +119,14 @@ def main(argv=None):
     lines = [f"On the {v['smart_wrong_past_N']} problems of {N + 1}..{lengths[-1]} digits that smart gets wrong:"]
     for name, f in v["fixed"].items():
         lines.append(f"  {name:<22} gets {100 * f:5.1f}% right  (and gets {100 * v['broken'][name]:5.1f}% of smart's right ones wrong)")
-    best = max(v["fixed"], key=v["fixed"].get) if v["fixed"] else None
-    if best:
-        lines.append(f"Verdict: {'the learner' if best.startswith('learner_on_smart') else best} fixes the most "
-                     f"({100 * v['fixed'][best]:.1f}%)" + ("." if best.startswith("learner_on_smart") else
-                                                           " - the learner does not beat this control."))
+    learners = {n: f for n, f in v["fixed"].items() if n.startswith("learner_on_smart")}
+    controls = {n: v["fixed"][n] for n in ("expert_iteration", "learner_no_attempt") if n in v["fixed"]}
+    if learners and v["smart_wrong_past_N"]:
+        best = max(learners, key=learners.get)
+        margin = 100 * (learners[best] - max(controls.values(), default=0.0))
+        lines.append(f"Verdict: handed smart's output, the learner ({best}) fixes {100 * learners[best]:.1f}% of "
+                     f"smart's mistakes past {N} digits, {abs(margin):.1f} points "
+                     f"{'more' if margin > 0 else 'less'} than the best control.")
     text = f"{task}, trained on 1..{N} digits (* = longer than trained), exact-match %:\n\n{md}\n\n" + "\n".join(lines)
     print("\n" + text)
     with open(f"{out}/results.md", "w") as f:

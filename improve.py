@@ -15,6 +15,7 @@ Controls, with the same problems, steps and optimizer:
     expert_iteration    smart fine-tuned on its own verified-correct samples
     learner_no_attempt  stupid fine-tuned on the same pairs with the attempt removed
 """
+import json
 import os
 import random
 import time
@@ -56,11 +57,17 @@ def build_pairs(problems, solutions, attempts, cfg, rng):
 
 
 def write_pairs(path, pairs):
+    """One JSON object per line: a person can read it, and an attempt's odd characters stay intact."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        f.write("# one correction pair per line: problem | attempt | smart's correct solution\n")
         for p, att, sol in pairs:
-            f.write(f"{p.prompt} | {att} | {sol}\n")
+            f.write(json.dumps({"problem": p.prompt, "attempt": att, "solution": sol}) + "\n")
+
+
+def training_examples(pairs):
+    """(prompt, completion) examples of the learner, and the same with the attempt removed."""
+    return ([(correction_prompt(p.prompt, att), sol) for p, att, sol in pairs],
+            [(p.prompt, sol) for p, _, sol in pairs])
 
 
 def finetune(model, examples, cfg, tok, device, desc):
@@ -96,10 +103,10 @@ def main(argv=None):
           f"{len(pairs)} correction pairs")
     if not pairs:
         fail("no correction pairs: stupid made no mistakes and --near_miss is 0")
-    write_pairs(f"{out}/learner/pairs.txt", pairs)
+    write_pairs(f"{out}/learner/pairs.jsonl", pairs)
 
-    plain = [(p.prompt, sol) for p, _, sol in pairs]                         # the attempt removed
-    examples = with_replay([(correction_prompt(p.prompt, att), sol) for p, att, sol in pairs], plain, cfg, rng)
+    corrections, plain = training_examples(pairs)
+    examples = with_replay(corrections, plain, cfg, rng)
     learner = finetune(stupid, examples, cfg, tok, device, "learner")
     if cfg["self_pairs"]:   # the learner's own wrong outputs become attempts too
         recs = score(learner, tok, [p for p, _, _ in pairs],
@@ -114,14 +121,15 @@ def main(argv=None):
         steps = cfg["steps"] + (cfg["self_steps"] if cfg["self_pairs"] else 0)   # the same budget
         ccfg = {**cfg, "steps": steps}
         ei = score(smart, tok, [p for p, _, _ in pairs], temperature=cfg["attempt_temperature"], seed=cfg["seed"] + 1)
-        own = [(p.prompt, r["completion"]) for (p, _, _), r in zip(pairs, ei) if r["correct"]]
+        # smart's own verified-correct samples: its greedy solutions and its right samples
+        own = plain + [(p.prompt, r["completion"]) for (p, _, _), r in zip(pairs, ei) if r["correct"]]
         model = finetune(smart, own, ccfg, tok, device, "expert_iteration")
         save_checkpoint(f"{out}/expert_iteration/ckpt.pt", model, "expert_iteration", steps, data_cfg)
         stupid, _ = load_or_fail(f"{out}/stupid/ckpt.pt", ["stupid"], device)
         model = finetune(stupid, plain, ccfg, tok, device, "learner_no_attempt")
         save_checkpoint(f"{out}/learner_no_attempt/ckpt.pt", model, "learner_no_attempt", steps, data_cfg)
     print(f"wrote {out}/learner/ckpt.pt{' and the controls' if cfg['controls'] else ''} "
-          f"and {out}/learner/pairs.txt in {time.time() - t0:.0f}s")
+          f"and {out}/learner/pairs.jsonl in {time.time() - t0:.0f}s")
 
 
 if __name__ == "__main__":

@@ -169,6 +169,13 @@ class GPT(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
+    def _apply(self, fn, *args, **kw):
+        # casting the model (say to bf16) must not round the rope table: rebuild it in fp32
+        super()._apply(fn, *args, **kw)
+        if self.cfg.pos == "rope":
+            self.inv_freq = rope_frequencies(self.cfg).float().to(self.tok_embeddings.weight.device)
+        return self
+
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
 
@@ -246,8 +253,9 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None, stop_i
              num_samples=1, pad_id=0, use_cache=True, generator=None):
     """Batched sampling. prompts: list of token-id lists (any lengths; left-padded here).
     Returns a list (len(prompts) * num_samples, prompt-major) of generated id lists, each cut
-    after stop_id. temperature 0 = greedy. use_cache=False recomputes the whole prefix each
+    after stop_id (one id or several). temperature 0 = greedy. use_cache=False recomputes the whole prefix each
     step (slow; kept to test the cache against)."""
+    stops = [] if stop_id is None else [stop_id] if isinstance(stop_id, int) else list(stop_id)
     was_training = model.training
     model.eval()
     cfg = model.cfg
@@ -292,8 +300,8 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None, stop_i
             nxt = torch.multinomial(F.softmax(logits, -1), 1, generator=generator).squeeze(-1)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         out.append(nxt)
-        if stop_id is not None:
-            done = done | (nxt == stop_id)
+        if stops:
+            done = done | torch.isin(nxt, torch.tensor(stops, device=dev))
         idx = torch.cat([idx, nxt[:, None]], 1)
         real = torch.cat([real, torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
         is_digit = (nxt >= cfg.digit_lo) & (nxt < cfg.digit_lo + 10)
@@ -304,8 +312,9 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None, stop_i
     gen = torch.stack(out, 1).tolist()
     results = []
     for row in gen:
-        if stop_id is not None and stop_id in row:
-            row = row[:row.index(stop_id) + 1]
+        cut = [i for i, t in enumerate(row) if t in stops]
+        if cut:
+            row = row[:cut[0] + 1]
         results.append(row)
     return results
 

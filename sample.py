@@ -31,14 +31,15 @@ def complete(model, tok, prompts, max_new_tokens, temperature=0.0, top_k=None, n
              batch_size=256, seed=0, progress=False):
     """Completions (text) of text prompts, prompt-major when num_samples > 1."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    ids = [tok.encode(p) for p in prompts]
+    bos = [tok.bos_id] if getattr(tok, "bos_id", None) is not None else []   # Llama expects <|begin_of_text|>
+    ids = [bos + tok.encode(p) for p in prompts]
     limit = model.cfg.block_size - max_new_tokens
     if model.cfg.pos in ("learned", "rope") and max(map(len, ids)) > limit:
         raise ValueError(f"a prompt is longer than the model supports ({limit} tokens)")
     out = []
     per = max(1, batch_size // num_samples)
     for i in tqdm(range(0, len(ids), per), desc="sampling", disable=not progress, leave=False):
-        rows = generate(model, ids[i:i + per], max_new_tokens, temperature, top_k, tok.stop_id,
+        rows = generate(model, ids[i:i + per], max_new_tokens, temperature, top_k, getattr(tok, "stop_ids", tok.stop_id),
                         num_samples, tok.pad_id, generator=gen)
         out += [tok.decode(r) for r in rows]
     return out

@@ -56,14 +56,14 @@ def test_train_resume_needs_a_smart_checkpoint(tmp_path):
 
 def test_train_writes_checkpoint_and_resumes(smart_dir, tmp_path):
     ckpt = torch.load(f"{smart_dir}/smart/ckpt.pt", weights_only=False)
-    assert ckpt["stage"] == "smart" and ckpt["step"] == 40 and ckpt["data_cfg"]["max_digits"] == 3
+    assert ckpt["stage"] == "smart" and ckpt["step"] == 300 and ckpt["data_cfg"]["max_digits"] == 2
     assert ckpt["data_cfg"]["tokenizer"]["kind"] == "char" and "optimizer" in ckpt
     import shutil
     shutil.copytree(smart_dir, tmp_path / "out")
-    r = run("train.py", f"--out_dir={tmp_path}/out", "--resume", "--steps=50", "--eval_every=0",
+    r = run("train.py", f"--out_dir={tmp_path}/out", "--resume", "--steps=310", "--eval_every=0",
             "--eval_size=4", "--eval_extra=0", *TINY)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert torch.load(f"{tmp_path}/out/smart/ckpt.pt", weights_only=False)["step"] == 50
+    assert torch.load(f"{tmp_path}/out/smart/ckpt.pt", weights_only=False)["step"] == 310
 
 
 def test_same_seed_same_numbers(tmp_path):

@@ -1,0 +1,87 @@
+"""The experiment end to end on a tiny config: train -> corrupt -> improve -> evaluate."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from conftest import TINY, run
+from cot_data import check, eval_exclusions
+from improve import training_examples
+from test_cli import one_line_error
+
+FAST_CORRUPT = ["--problems=48", "--samples=2", "--steps=6", "--eval_every=3", "--eval_size=4", "--temperature=3.0"]
+FAST_IMPROVE = ["--problems=48", "--steps=6", "--attempt_temperature=3.0", "--near_miss=0.5"]
+FAST_EVAL = ["--eval_size=6", "--extra=1", "--k=2", "--rounds=2"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(smart_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline")
+    shutil.copytree(f"{smart_dir}/smart", out / "smart")
+    for script, args in [("corrupt.py", FAST_CORRUPT), ("improve.py", FAST_IMPROVE), ("evaluate.py", FAST_EVAL)]:
+        r = run(script, f"--out_dir={out}", *args)
+        assert r.returncode == 0, f"{script}: {r.stderr[-3000:]}"
+        (out / f"{script}.log").write_text(r.stdout)
+    return out
+
+
+@pytest.mark.parametrize("script", ["corrupt.py", "improve.py", "evaluate.py"])
+def test_help(script):
+    r = run(script, "--help")
+    assert r.returncode == 0 and "usage" in r.stdout
+
+
+def test_every_stage_writes_its_checkpoint(pipeline):
+    for stage in ["smart", "stupid", "learner", "expert_iteration", "learner_no_attempt"]:
+        ckpt = torch.load(pipeline / stage / "ckpt.pt", weights_only=False)
+        assert ckpt["stage"] == stage and ckpt["data_cfg"]["task"] == "add" and "model_cfg" in ckpt
+    assert "stupid:" in (pipeline / "corrupt.py.log").read_text()
+    assert "band" in (pipeline / "corrupt.py.log").read_text()
+
+
+def test_pairs_never_hold_evaluation_problems(pipeline):
+    pairs = [json.loads(l) for l in (pipeline / "learner" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs
+    excl = eval_exclusions("add", 2 + 4)
+    for pair in pairs:
+        a, b = pair["problem"].rstrip("=").split("+")
+        assert (int(a[::-1]), int(b[::-1])) not in excl
+        assert check("add", "reverse", [int(a[::-1]), int(b[::-1])], pair["solution"])[1]
+
+
+def test_attempt_slot_is_used():
+    from cot_data import make_problem
+    p = make_problem("add", [12, 34], "reverse")
+    with_attempt, without = training_examples([(p, "00;#999$", p.completion)])
+    assert with_attempt[0][0] == "21+43=00;#999>" and with_attempt[0][1] == p.completion
+    assert without[0] == (p.prompt, p.completion)
+
+
+def test_results_json_rescores(pipeline):
+    d = json.load(open(pipeline / "results.json"))
+    assert d["trained_max_digits"] == 2 and d["task"] == "add"
+    names = {"smart", "stupid", "learner", "learner_on_smart", "learner_on_smart_r2", "expert_iteration",
+             "learner_no_attempt"}
+    assert names <= set(d["models"])
+    for name, m in d["models"].items():
+        by = {}
+        for r in m["records"]:
+            answer, ok = check(d["task"], d.get("fmt", "reverse"), r["operands"], r["completion"])
+            assert ok == r["correct"] and answer == r["answer"], (name, r)
+            by.setdefault(str(r["digits"]), []).append(ok)
+        assert set(by) == {"1", "2", "3"}
+        assert {n: sum(v) / len(v) for n, v in by.items()} == pytest.approx(m["accuracy"])
+    assert os.path.exists(pipeline / "results.md")
+    table = (pipeline / "results.md").read_text()
+    assert "| smart |" in table and "learner_on_smart" in table
+
+
+def test_stages_refuse_bad_checkpoints(smart_dir, tmp_path):
+    assert "no checkpoint" in one_line_error(run("corrupt.py", f"--out_dir={tmp_path}"))
+    assert "no checkpoint" in one_line_error(run("evaluate.py", f"--out_dir={tmp_path}"))
+    shutil.copytree(f"{smart_dir}/smart", tmp_path / "smart")
+    shutil.copytree(f"{smart_dir}/smart", tmp_path / "stupid")     # a smart checkpoint where stupid belongs
+    assert "stage 'smart'" in one_line_error(run("improve.py", f"--out_dir={tmp_path}"))
+    assert "--noise" in one_line_error(run("corrupt.py", f"--out_dir={tmp_path}", "--noise=loud"))
