@@ -21,9 +21,9 @@ from train import cli, load_or_fail, pair_batches, train_loop
 
 DEFAULTS = dict(
     out_dir="out", noise="sample",        # sample: smart's own wrong samples; static / dynamic: injected
-    problems=1024, samples=4, temperature=1.5, static_rate=0.3,
+    problems=512, samples=4, temperature=2.0, static_rate=0.3,
     wrong_frac=0.7,                       # share of wrong solutions in the fine-tuning mix
-    steps=400, batch_size=64, lr=5e-4, min_lr=5e-5, warmup=20, weight_decay=0.0, grad_clip=1.0,
+    steps=400, batch_size=64, lr=2e-3, min_lr=2e-4, warmup=20, weight_decay=0.0, grad_clip=1.0,
     eval_every=25, eval_size=50,          # how often to check the band, on how many problems per length
     band_lo=0.3, band_hi=0.7, seed=2, device="auto",
 )

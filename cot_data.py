@@ -247,6 +247,17 @@ def _split(p):
     return cot, "#" + rest
 
 
+def answer_noise(p, rng, n_digits=(1, 2)):
+    """A near miss: the right completion with 1 or 2 digits of the final answer off by one, the way
+    smart's own answers past N go wrong (a local slip; the chain of thought is left as it is)."""
+    cot, tail = _split(p)
+    ans = list(tail[1:-1])
+    spots = [i for i, c in enumerate(ans) if c.isdigit()]
+    for i in rng.sample(spots, min(len(spots), rng.choice(n_digits))):
+        ans[i] = str((int(ans[i]) + rng.choice((1, 9))) % 10)
+    return Problem(p.task, p.digits, p.operands, p.fmt, p.prompt, cot + "#" + "".join(ans) + "$", p.answer)
+
+
 def static_noise(p, rate, rng):
     """Each digit of the chain of thought (not the final answer) is replaced with probability
     `rate` by a different digit. The answer stays right."""

@@ -22,16 +22,16 @@ import time
 
 import torch
 
-from cot_data import ProblemStream, correction_prompt, dynamic_noise, eval_exclusions
+from cot_data import ProblemStream, answer_noise, correction_prompt, eval_exclusions
 from model import fail, pick_device, save_checkpoint
 from sample import score, tokenizer_from
 from train import cli, load_or_fail, pair_batches, train_loop
 
 DEFAULTS = dict(
     out_dir="out", problems=2048,
-    attempt_temperature=1.0,   # stupid's attempts are sampled, so they vary like real mistakes
+    attempts=2, attempt_temperature=0.8,   # stupid's sampled attempts per problem
     keep_right=0.25,           # share of pairs whose attempt is already right
-    near_miss=0.0,             # share of extra pairs whose attempt is the solution with one dynamic error
+    near_miss=0.0,             # share of extra pairs whose attempt is the solution with 1-2 answer digits off
     replay=0.0,                # share of plain problem -> solution examples mixed in (no attempt)
     steps=600, batch_size=64, lr=1e-3, min_lr=1e-4, warmup=50, weight_decay=0.0, grad_clip=1.0,
     eval_every=0,
@@ -43,7 +43,9 @@ DEFAULTS = dict(
 def build_pairs(problems, solutions, attempts, cfg, rng):
     """-> list of (problem, attempt, solution) with wrong attempts, and keep_right right ones."""
     wrong, right = [], []
-    for p, att in zip(problems, attempts):
+    k = len(attempts) // len(problems)
+    for j, att in enumerate(attempts):
+        p = problems[j // k]
         if p.prompt in solutions:
             (right if att["correct"] else wrong).append((p, att["completion"], solutions[p.prompt]))
     n_right = int(len(wrong) * cfg["keep_right"] / max(1e-9, 1 - cfg["keep_right"]))
@@ -51,7 +53,7 @@ def build_pairs(problems, solutions, attempts, cfg, rng):
     n_near = int(len(pairs) * cfg["near_miss"] / max(1e-9, 1 - cfg["near_miss"]))
     for p in rng.sample(problems, min(n_near, len(problems))):
         if p.prompt in solutions:
-            pairs.append((p, dynamic_noise(p, rng).completion, solutions[p.prompt]))
+            pairs.append((p, answer_noise(p, rng).completion, solutions[p.prompt]))
     rng.shuffle(pairs)
     return pairs
 
@@ -96,10 +98,11 @@ def main(argv=None):
     problems = [stream.sample() for _ in range(cfg["problems"])]
     smart_recs = score(smart, tok, problems, progress=True)
     solutions = {p.prompt: r["completion"] for p, r in zip(problems, smart_recs) if r["correct"]}
-    attempts = score(stupid, tok, problems, temperature=cfg["attempt_temperature"], seed=cfg["seed"], progress=True)
+    attempts = score(stupid, tok, problems, temperature=cfg["attempt_temperature"], num_samples=cfg["attempts"],
+                     seed=cfg["seed"], progress=True)
     pairs = build_pairs(problems, solutions, attempts, cfg, rng)
-    n_wrong = sum(not a["correct"] for a in attempts)
-    print(f"smart verified {len(solutions)}/{len(problems)} solutions; stupid's attempts wrong on {n_wrong}; "
+    print(f"smart solved {sum(r['correct'] for r in smart_recs)}/{len(problems)} problems; "
+          f"{sum(not a['correct'] for a in attempts)}/{len(attempts)} of stupid's attempts are wrong; "
           f"{len(pairs)} correction pairs")
     if not pairs:
         fail("no correction pairs: stupid made no mistakes and --near_miss is 0")

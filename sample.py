@@ -27,12 +27,17 @@ def tokenizer_from(data_cfg):
     return LlamaTokenizer(tc["path"])
 
 
+def encode_prompt(tok, text):
+    """A prompt's ids; a Llama tokenizer puts <|begin_of_text|> first, as Llama expects."""
+    bos = getattr(tok, "bos_id", None)
+    return ([bos] if bos is not None else []) + tok.encode(text)
+
+
 def complete(model, tok, prompts, max_new_tokens, temperature=0.0, top_k=None, num_samples=1,
              batch_size=256, seed=0, progress=False):
     """Completions (text) of text prompts, prompt-major when num_samples > 1."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    bos = [tok.bos_id] if getattr(tok, "bos_id", None) is not None else []   # Llama expects <|begin_of_text|>
-    ids = [bos + tok.encode(p) for p in prompts]
+    ids = [encode_prompt(tok, p) for p in prompts]
     limit = model.cfg.block_size - max_new_tokens
     if model.cfg.pos in ("learned", "rope") and max(map(len, ids)) > limit:
         raise ValueError(f"a prompt is longer than the model supports ({limit} tokens)")

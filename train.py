@@ -18,14 +18,16 @@ import torch
 from tqdm import tqdm
 
 from cot_data import FORMATS, TASKS, CharTokenizer, ProblemStream, eval_exclusions, eval_set
-from model import GPT, CheckpointError, ModelConfig, fail, load_checkpoint, pick_device, save_checkpoint
-from sample import accuracy_by_digits, score
+from model import (GPT, CheckpointError, LlamaError, ModelConfig, fail, load_checkpoint, load_llama, pick_device,
+                   save_checkpoint)
+from sample import accuracy_by_digits, encode_prompt, score
 
 DEFAULTS = dict(
     out_dir="out", task="add", fmt="reverse", max_digits=8,     # trained on 1..max_digits
     steps=2000, batch_size=64, lr=2e-3, min_lr=2e-4, warmup=100, weight_decay=0.1, grad_clip=1.0,
-    eval_every=500, eval_size=100, eval_extra=4,                # eval at 1..max_digits+eval_extra
+    eval_every=1000, eval_size=100, eval_extra=4,                # eval at 1..max_digits+eval_extra
     seed=1337, device="auto", resume=False,
+    init_from="scratch",   # or llama:DIR - fine-tune Llama 3 weights (model.load_llama) as the smart model
     # the model (see ModelConfig in model.py)
     dim=128, n_layers=4, n_heads=4, n_kv_heads=4, ffn_hidden=512, mlp="gelu", norm="layernorm",
     pos="abacus", block_size=256, max_digit_index=64, abacus_offset=20,
@@ -105,14 +107,14 @@ def stream_batches(stream, tok, batch_size, device, noise=None):
         probs = [stream.sample() for _ in range(batch_size)]
         if noise:
             probs = [noise(p) for p in probs]
-        return collate([(tok.encode(p.prompt), tok.encode(p.completion)) for p in probs], device)
+        return collate([(encode_prompt(tok, p.prompt), tok.encode(p.completion)) for p in probs], device)
     return get_batch
 
 
 def pair_batches(pairs, tok, batch_size, device, seed=0):
     """get_batch() over a fixed list of (prompt text, completion text) pairs, drawn at random."""
     rng = random.Random(seed)
-    encoded = [(tok.encode(p), tok.encode(c)) for p, c in pairs]
+    encoded = [(encode_prompt(tok, p), tok.encode(c)) for p, c in pairs]
     return lambda step: collate([rng.choice(encoded) for _ in range(batch_size)], device)
 
 
@@ -148,10 +150,21 @@ def main(argv=None):
     torch.manual_seed(cfg["seed"])
     device = pick_device(cfg["device"])
     path = f"{cfg['out_dir']}/smart/ckpt.pt"
-    tok = CharTokenizer()
+    if cfg["init_from"].startswith("llama:"):
+        try:
+            model, tok = load_llama(cfg["init_from"][len("llama:"):], device=device)
+        except LlamaError as e:
+            fail(str(e))
+        if tok is None:
+            fail("the Llama directory has no tokenizer.model")
+    elif cfg["init_from"] == "scratch":
+        tok = CharTokenizer()
+        model = GPT(model_config(cfg, tok)).to(device)
+    else:
+        fail("--init_from must be scratch or llama:DIR")
     data_cfg = {k: cfg[k] for k in ("task", "fmt", "max_digits", "eval_size", "seed")}
     data_cfg.update(min_digits=1, tokenizer=tok.config())
-    model, optimizer, start = GPT(model_config(cfg, tok)).to(device), None, 0
+    optimizer, start = None, 0
     if cfg["resume"]:
         model, ckpt = load_or_fail(path, ["smart"], device)
         optimizer = make_optimizer(model, cfg)

@@ -187,3 +187,19 @@ def test_missing_tensor(tmp_path):
     torch.save(sd, os.path.join(d, "consolidated.00.pth"))
     with pytest.raises(LlamaError, match="layers.1.feed_forward.w3.weight is missing"):
         load_llama(d)
+
+
+def test_llama_as_the_smart_model_through_the_scripts(tmp_path):
+    """train.py --init_from=llama:DIR fine-tunes the Llama weights into a smart checkpoint that the
+    other scripts read like any other (tokenizer included)."""
+    from conftest import run
+    meta = os.path.abspath(os.path.join(SHARED, "meta"))
+    r = run("train.py", f"--init_from=llama:{meta}", f"--out_dir={tmp_path}", "--steps=2", "--max_digits=2",
+            "--eval_every=0", "--eval_size=2", "--eval_extra=0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    ckpt = torch.load(tmp_path / "smart" / "ckpt.pt", weights_only=False)
+    assert ckpt["data_cfg"]["tokenizer"]["kind"] == "llama" and ckpt["model_cfg"]["pos"] == "rope"
+    r = run("sample.py", f"--ckpt={tmp_path}/smart/ckpt.pt", "--digits=2", "--num=2", "--max_new_tokens=8")
+    assert r.returncode == 0 and "/2 correct" in r.stdout, r.stderr[-2000:]
+    r = run("train.py", f"--init_from=llama:{tmp_path}", f"--out_dir={tmp_path}")
+    assert r.returncode == 2 and "neither params.json" in r.stderr and "Traceback" not in r.stderr
