@@ -23,8 +23,8 @@ DEFAULTS = dict(
     out_dir="out", noise="sample",        # sample: smart's own wrong samples; static / dynamic: injected
     problems=512, samples=4, temperature=2.0, static_rate=0.3,
     wrong_frac=0.7,                       # share of wrong solutions in the fine-tuning mix
-    steps=400, batch_size=64, lr=2e-3, min_lr=2e-4, warmup=20, weight_decay=0.0, grad_clip=1.0,
-    eval_every=25, eval_size=50,          # how often to check the band, on how many problems per length
+    steps=400, batch_size=64, lr=1e-3, min_lr=1e-4, warmup=20, weight_decay=0.0, grad_clip=1.0,
+    eval_every=10, eval_size=50,          # how often to check the band, on how many problems per length
     band_lo=0.3, band_hi=0.7, seed=2, device="auto",
 )
 

@@ -232,9 +232,12 @@ def eval_exclusions(task, max_digits, size=200, seed=0):
     return {tuple(ops) for n in range(1, max_digits + 1) for ops in eval_operands(task, n, size, seed)}
 
 
+KEEP = "$"   # the learner's whole answer when it keeps the attempt as it is
+
+
 def correction_prompt(prompt, attempt):
     """What the learner reads: the problem, an attempt at it (a completion, '$' dropped), then '>'.
-    It answers with a whole new completion."""
+    It answers with a whole new completion, or with KEEP alone to leave the attempt as it is."""
     return prompt + attempt.rstrip("$") + ">"
 
 

@@ -16,9 +16,9 @@ from collections import Counter
 
 import torch
 
-from cot_data import correction_prompt, eval_set
+from cot_data import eval_set
 from model import pick_device
-from sample import accuracy_by_digits, score, tokenizer_from
+from sample import accuracy_by_digits, correct, score, tokenizer_from
 from train import cli, load_or_fail
 
 DEFAULTS = dict(out_dir="out", extra=4, eval_size=100, rounds=3, k=5, k_temperature=0.7,
@@ -105,8 +105,7 @@ def main(argv=None):
     if "learner" in models:   # correction rounds: hand the learner smart's output, then its own
         last = records["smart"]
         for r in range(1, cfg["rounds"] + 1):
-            prompts = [correction_prompt(p.prompt, rec["completion"]) for p, rec in zip(problems, last)]
-            last = score(models["learner"], tok, problems, prompts=prompts, progress=True)
+            last = correct(models["learner"], tok, problems, [rec["completion"] for rec in last], progress=True)
             records["learner_on_smart" + ("" if r == 1 else f"_r{r}")] = last
     results = {name: {"accuracy": {str(n): a for n, a in accuracy_by_digits(recs).items()}, "records": recs}
                for name, recs in records.items()}

@@ -8,7 +8,7 @@ solution only. Some pairs keep an attempt that is already right: leaving a right
 is part of the job.
 
     python improve.py                       # writes out/learner, out/expert_iteration, out/learner_no_attempt
-    python improve.py --near_miss=0.3       # add attempts made by one dynamic error in the right solution
+    python improve.py --near_miss=0 --replay=0 --keep=0   # only stupid's attempts, whole solutions as targets
     python improve.py --self_pairs          # then train again on pairs from the learner's own mistakes
 
 Controls, with the same problems, steps and optimizer:
@@ -22,17 +22,18 @@ import time
 
 import torch
 
-from cot_data import ProblemStream, answer_noise, correction_prompt, eval_exclusions
+from cot_data import KEEP, ProblemStream, answer_noise, check, correction_prompt, eval_exclusions
 from model import fail, pick_device, save_checkpoint
-from sample import score, tokenizer_from
+from sample import correct, score, tokenizer_from
 from train import cli, load_or_fail, pair_batches, train_loop
 
 DEFAULTS = dict(
     out_dir="out", problems=2048,
     attempts=2, attempt_temperature=0.8,   # stupid's sampled attempts per problem
     keep_right=0.25,           # share of pairs whose attempt is already right
-    near_miss=0.0,             # share of extra pairs whose attempt is the solution with 1-2 answer digits off
-    replay=0.0,                # share of plain problem -> solution examples mixed in (no attempt)
+    keep=True,                 # for those, the target is KEEP ('$' alone): the attempt stays as it is
+    near_miss=0.3,             # share of extra pairs whose attempt is the solution with 1-2 answer digits off
+    replay=0.2,                # share of plain problem -> solution examples mixed in (no attempt)
     steps=600, batch_size=64, lr=1e-3, min_lr=1e-4, warmup=50, weight_decay=0.0, grad_clip=1.0,
     eval_every=0,
     self_pairs=False, self_steps=200,   # a second phase on the learner's own wrong outputs
@@ -41,19 +42,18 @@ DEFAULTS = dict(
 
 
 def build_pairs(problems, solutions, attempts, cfg, rng):
-    """-> list of (problem, attempt, solution) with wrong attempts, and keep_right right ones."""
-    wrong, right = [], []
+    """-> list of (problem, attempt, solution): every wrong attempt of stupid's, near misses, and
+    keep_right pairs whose attempt is already right. The right attempts are smart's own solutions,
+    drawn evenly over all lengths: stupid is rarely right on long problems, and a learner that never
+    saw a long right attempt learns to rewrite every long attempt."""
     k = len(attempts) // len(problems)
-    for j, att in enumerate(attempts):
-        p = problems[j // k]
-        if p.prompt in solutions:
-            (right if att["correct"] else wrong).append((p, att["completion"], solutions[p.prompt]))
-    n_right = int(len(wrong) * cfg["keep_right"] / max(1e-9, 1 - cfg["keep_right"]))
-    pairs = wrong + rng.sample(right, min(n_right, len(right)))
-    n_near = int(len(pairs) * cfg["near_miss"] / max(1e-9, 1 - cfg["near_miss"]))
-    for p in rng.sample(problems, min(n_near, len(problems))):
-        if p.prompt in solutions:
-            pairs.append((p, answer_noise(p, rng).completion, solutions[p.prompt]))
+    wrong = [(problems[j // k], a["completion"], solutions[problems[j // k].prompt])
+             for j, a in enumerate(attempts) if not a["correct"] and problems[j // k].prompt in solutions]
+    solved = [p for p in problems if p.prompt in solutions]
+    n_near = min(len(solved), int(len(wrong) * cfg["near_miss"] / max(1e-9, 1 - cfg["near_miss"])))
+    pairs = wrong + [(p, answer_noise(p, rng).completion, solutions[p.prompt]) for p in rng.sample(solved, n_near)]
+    n_right = int(len(pairs) * cfg["keep_right"] / max(1e-9, 1 - cfg["keep_right"]))
+    pairs += [(p, solutions[p.prompt], solutions[p.prompt]) for p in rng.choices(solved, k=n_right)]
     rng.shuffle(pairs)
     return pairs
 
@@ -66,9 +66,13 @@ def write_pairs(path, pairs):
             f.write(json.dumps({"problem": p.prompt, "attempt": att, "solution": sol}) + "\n")
 
 
-def training_examples(pairs):
-    """(prompt, completion) examples of the learner, and the same with the attempt removed."""
-    return ([(correction_prompt(p.prompt, att), sol) for p, att, sol in pairs],
+def training_examples(pairs, keep=True):
+    """(prompt, completion) examples of the learner, and the same with the attempt removed.
+    With keep, a right attempt's target is KEEP: the learner learns to leave it alone, and the
+    program keeps it by construction."""
+    def target(p, att, sol):
+        return KEEP if keep and check(p.task, p.fmt, p.operands, att)[1] else sol
+    return ([(correction_prompt(p.prompt, att), target(p, att, sol)) for p, att, sol in pairs],
             [(p.prompt, sol) for p, _, sol in pairs])
 
 
@@ -108,12 +112,11 @@ def main(argv=None):
         fail("no correction pairs: stupid made no mistakes and --near_miss is 0")
     write_pairs(f"{out}/learner/pairs.jsonl", pairs)
 
-    corrections, plain = training_examples(pairs)
+    corrections, plain = training_examples(pairs, cfg["keep"])
     examples = with_replay(corrections, plain, cfg, rng)
     learner = finetune(stupid, examples, cfg, tok, device, "learner")
     if cfg["self_pairs"]:   # the learner's own wrong outputs become attempts too
-        recs = score(learner, tok, [p for p, _, _ in pairs],
-                     prompts=[correction_prompt(p.prompt, att) for p, att, _ in pairs])
+        recs = correct(learner, tok, [p for p, _, _ in pairs], [att for _, att, _ in pairs])
         own = [(correction_prompt(p.prompt, r["completion"]), sol) for (p, _, sol), r in zip(pairs, recs)
                if not r["correct"]]
         print(f"self pairs: the learner was wrong on {len(own)} of its {len(pairs)} training pairs")

@@ -15,7 +15,7 @@ import sys
 import torch
 from tqdm import tqdm
 
-from cot_data import CharTokenizer, ProblemStream, check, eval_exclusions, make_problem
+from cot_data import KEEP, CharTokenizer, ProblemStream, check, correction_prompt, eval_exclusions
 from model import CheckpointError, fail, generate, load_checkpoint, pick_device
 
 
@@ -67,6 +67,18 @@ def score(model, tok, problems, prompts=None, temperature=0.0, num_samples=1, **
         answer, ok = check(p.task, p.fmt, p.operands, c)
         recs.append({"digits": p.digits, "operands": p.operands, "completion": c,
                      "answer": answer, "correct": ok})
+    return recs
+
+
+def correct(model, tok, problems, attempts, **kw):
+    """Hand the learner an attempt (a completion) at each problem; its answer replaces the attempt,
+    unless the answer is KEEP, which keeps the attempt (the record then says kept)."""
+    prompts = [correction_prompt(p.prompt, a) for p, a in zip(problems, attempts)]
+    recs = score(model, tok, problems, prompts=prompts, **kw)
+    for r, p, a in zip(recs, problems, attempts):
+        if r["completion"] == KEEP:
+            answer, ok = check(p.task, p.fmt, p.operands, a)
+            r.update(completion=a, answer=answer, correct=ok, kept=True)
     return recs
 
 

@@ -54,9 +54,11 @@ def test_pairs_never_hold_evaluation_problems(pipeline):
 def test_attempt_slot_is_used():
     from cot_data import make_problem
     p = make_problem("add", [12, 34], "reverse")
-    with_attempt, without = training_examples([(p, "00;#999$", p.completion)])
+    with_attempt, without = training_examples([(p, "00;#999$", p.completion), (p, "00;#64$", p.completion)])
     assert with_attempt[0][0] == "21+43=00;#999>" and with_attempt[0][1] == p.completion
-    assert without[0] == (p.prompt, p.completion)
+    assert with_attempt[1] == ("21+43=00;#64>", "$")            # a right attempt: keep it
+    assert without == [(p.prompt, p.completion)] * 2
+    assert training_examples([(p, "00;#64$", p.completion)], keep=False)[0][0][1] == p.completion
 
 
 def test_results_json_rescores(pipeline):
@@ -85,3 +87,29 @@ def test_stages_refuse_bad_checkpoints(smart_dir, tmp_path):
     shutil.copytree(f"{smart_dir}/smart", tmp_path / "stupid")     # a smart checkpoint where stupid belongs
     assert "stage 'smart'" in one_line_error(run("improve.py", f"--out_dir={tmp_path}"))
     assert "--noise" in one_line_error(run("corrupt.py", f"--out_dir={tmp_path}", "--noise=loud"))
+
+
+class AlwaysKeep(torch.nn.Module):
+    """A learner that always answers KEEP ('$' alone)."""
+
+    def __init__(self):
+        super().__init__()
+        from model import ModelConfig
+        from cot_data import CharTokenizer
+        self.cfg = ModelConfig(vocab_size=CharTokenizer().vocab_size, dim=4, n_layers=1, n_heads=1, n_kv_heads=1, pos="none")
+        self.stop = CharTokenizer().stop_id
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, idx, targets=None, positions=None, mask=None, cache=None, digit_index=None):
+        if cache is not None:
+            cache.advance(idx.shape[1])
+        return torch.nn.functional.one_hot(torch.full_like(idx, self.stop), self.cfg.vocab_size).float(), None
+
+
+def test_keep_leaves_the_attempt_as_it_is():
+    from cot_data import CharTokenizer, make_problem
+    from sample import correct
+    p = make_problem("add", [12, 34], "reverse")
+    recs = correct(AlwaysKeep(), CharTokenizer(), [p, p], ["00;#64$", "00;#65$"])
+    assert recs[0]["kept"] and recs[0]["correct"] and recs[0]["completion"] == "00;#64$"
+    assert recs[1]["kept"] and not recs[1]["correct"] and recs[1]["answer"] == "56"
