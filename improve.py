@@ -109,7 +109,7 @@ def main(argv=None):
           f"{sum(not a['correct'] for a in attempts)}/{len(attempts)} of stupid's attempts are wrong; "
           f"{len(pairs)} correction pairs")
     if not pairs:
-        fail("no correction pairs: stupid made no mistakes and --near_miss is 0")
+        fail("no correction pairs: stupid made no mistakes on the training problems, or smart solved none")
     write_pairs(f"{out}/learner/pairs.jsonl", pairs)
 
     corrections, plain = training_examples(pairs, cfg["keep"])

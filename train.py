@@ -24,8 +24,8 @@ from sample import accuracy_by_digits, encode_prompt, score
 
 DEFAULTS = dict(
     out_dir="out", task="add", fmt="reverse", max_digits=8,     # trained on 1..max_digits
-    steps=2000, batch_size=64, lr=2e-3, min_lr=2e-4, warmup=100, weight_decay=0.1, grad_clip=1.0,
-    eval_every=1000, eval_size=100, eval_extra=4,                # eval at 1..max_digits+eval_extra
+    steps=1800, batch_size=64, lr=2e-3, min_lr=2e-4, warmup=100, weight_decay=0.1, grad_clip=1.0,
+    eval_every=900, eval_size=100, eval_extra=4,                # eval at 1..max_digits+eval_extra
     seed=1337, device="auto", resume=False,
     init_from="scratch",   # or llama:DIR - fine-tune Llama 3 weights (model.load_llama) as the smart model
     # the model (see ModelConfig in model.py)
