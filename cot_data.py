@@ -287,6 +287,24 @@ def dynamic_noise(p, rng, rate=1.0):
     return q
 
 
+def noise_from_spec(spec, seed=0):
+    """'none', 'static:R' (R of the CoT digits of every sample), 'lines:R' (each CoT line dropped with
+    probability R) or 'dynamic:R' (one carried error in R of the samples) -> problem -> problem, or None."""
+    if spec == "none":
+        return None
+    kind, _, rate = spec.partition(":")
+    try:
+        rate = float(rate)
+    except ValueError:
+        rate = -1.0
+    if kind not in ("static", "lines", "dynamic") or not 0 <= rate <= 1:
+        raise ValueError(f"bad noise {spec!r}: use none, static:R, lines:R or dynamic:R with 0 <= R <= 1")
+    rng = random.Random(seed)
+    if kind == "static":
+        return lambda p: static_noise(p, rate, rng)
+    return (lambda p: drop_lines(p, rate, rng)) if kind == "lines" else (lambda p: dynamic_noise(p, rng, rate))
+
+
 # ----------------------------------------------------------------------------- tokenizer
 
 class CharTokenizer:

@@ -149,7 +149,8 @@ def main(argv=None):
     for j, r in enumerate(recs):
         if not a.quiet:
             mark = "ok " if r["correct"] else "BAD"
-            print(f"{mark} {problems[j // a.num_samples].prompt}{r['completion']}   (truth {problems[j // a.num_samples].answer})")
+            p = problems[j // a.num_samples]
+            print(f"{mark} {p.prompt}{r['completion']}   (answer {r['answer']}, truth {p.answer})")
     ok = sum(r["correct"] for r in recs)
     print(f"{task} {fmt} {n} digits: {ok}/{len(recs)} correct ({100 * ok / len(recs):.1f}%)")
 

@@ -17,7 +17,7 @@ from dataclasses import fields
 import torch
 from tqdm import tqdm
 
-from cot_data import FORMATS, TASKS, CharTokenizer, ProblemStream, eval_exclusions, eval_set
+from cot_data import FORMATS, TASKS, CharTokenizer, ProblemStream, eval_exclusions, eval_set, noise_from_spec
 from model import (GPT, CheckpointError, LlamaError, ModelConfig, fail, load_checkpoint, load_llama, pick_device,
                    save_checkpoint)
 from sample import accuracy_by_digits, encode_prompt, score
@@ -27,6 +27,7 @@ DEFAULTS = dict(
     steps=1800, batch_size=64, lr=2e-3, min_lr=2e-4, warmup=100, weight_decay=0.1, grad_clip=1.0,
     eval_every=900, eval_size=100, eval_extra=4,                # eval at 1..max_digits+eval_extra
     seed=1337, device="auto", resume=False,
+    noise="none",          # none | static:R | lines:R | dynamic:R - noisy training traces (cot_data.noise_from_spec)
     init_from="scratch",   # or llama:DIR - fine-tune Llama 3 weights (model.load_llama) as the smart model
     # the model (see ModelConfig in model.py)
     dim=128, n_layers=4, n_heads=4, n_kv_heads=4, ffn_hidden=512, mlp="gelu", norm="layernorm",
@@ -145,6 +146,10 @@ def main(argv=None):
     cfg = cli(DEFAULTS, __doc__, argv)
     if cfg["task"] not in TASKS or cfg["fmt"] not in FORMATS:
         fail(f"--task must be one of {TASKS} and --fmt one of {FORMATS}")
+    try:
+        noise = noise_from_spec(cfg["noise"], cfg["seed"])
+    except ValueError as e:
+        fail(str(e))
     if cfg["max_digits"] < 1 or cfg["max_digits"] + cfg["eval_extra"] + cfg["abacus_offset"] >= cfg["max_digit_index"]:
         fail("--max_digits must be >= 1 and max_digits + eval_extra + abacus_offset < max_digit_index")
     torch.manual_seed(cfg["seed"])
@@ -162,7 +167,7 @@ def main(argv=None):
         model = GPT(model_config(cfg, tok)).to(device)
     else:
         fail("--init_from must be scratch or llama:DIR")
-    data_cfg = {k: cfg[k] for k in ("task", "fmt", "max_digits", "eval_size", "seed")}
+    data_cfg = {k: cfg[k] for k in ("task", "fmt", "max_digits", "eval_size", "seed", "noise")}
     data_cfg.update(min_digits=1, tokenizer=tok.config())
     optimizer, start = None, 0
     if cfg["resume"]:
@@ -181,7 +186,7 @@ def main(argv=None):
         report_accuracy(model, tok, data_cfg, cfg["eval_size"], cfg["eval_extra"], f"step {step}")
         save_checkpoint(path, model, "smart", step, data_cfg, optimizer)
 
-    optimizer = train_loop(model, stream_batches(stream, tok, cfg["batch_size"], device), cfg,
+    optimizer = train_loop(model, stream_batches(stream, tok, cfg["batch_size"], device, noise), cfg,
                            optimizer, start, on_eval, desc="smart")
     print(f"wrote {path} after {time.time() - t0:.0f}s")
 
