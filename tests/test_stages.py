@@ -113,3 +113,12 @@ def test_keep_leaves_the_attempt_as_it_is():
     recs = correct(AlwaysKeep(), CharTokenizer(), [p, p], ["00;#64$", "00;#65$"])
     assert recs[0]["kept"] and recs[0]["correct"] and recs[0]["completion"] == "00;#64$"
     assert recs[1]["kept"] and not recs[1]["correct"] and recs[1]["answer"] == "56"
+
+
+def test_self_pairs_train_again_on_the_learners_own_mistakes(pipeline, tmp_path):
+    for stage in ("smart", "stupid"):
+        shutil.copytree(pipeline / stage, tmp_path / stage)
+    r = run("improve.py", f"--out_dir={tmp_path}", *FAST_IMPROVE, "--self_pairs", "--self_steps=3", "--controls=0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "self pairs: the learner was wrong on" in r.stdout
+    assert (tmp_path / "learner" / "ckpt.pt").exists() and not (tmp_path / "expert_iteration").exists()
