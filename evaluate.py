@@ -17,7 +17,7 @@ from collections import Counter
 import torch
 
 from cot_data import eval_set
-from model import pick_device
+from model import fail, pick_device
 from sample import accuracy_by_digits, correct, score, tokenizer_from
 from train import cli, load_or_fail
 
@@ -98,6 +98,9 @@ def main(argv=None):
             print(f"(no {path}: {name} is left out)")
     tok, N, task, fmt = tokenizer_from(data_cfg), data_cfg["max_digits"], data_cfg["task"], data_cfg["fmt"]
     lengths = list(range(1, N + cfg["extra"] + 1))
+    if models["smart"].cfg.pos == "abacus" and lengths[-1] >= models["smart"].cfg.max_digit_index:
+        fail(f"--extra={cfg['extra']}: {lengths[-1]} digits is longer than the model supports "
+             f"(max_digit_index {models['smart'].cfg.max_digit_index})")
     problems = [p for n in lengths for p in eval_set(task, n, fmt, cfg["eval_size"])]
     print(f"evaluating {len(models)} models on {len(problems)} {task} problems of 1..{lengths[-1]} digits")
 

@@ -189,7 +189,7 @@ class GPT(nn.Module):
         start = cache.pos if cache is not None else 0
         if positions is None:
             positions = torch.arange(start, start + T, device=idx.device).expand(B, T)
-        if positions.max() >= self.cfg.block_size and self.cfg.pos in ("learned", "rope"):
+        if positions.max() >= self.cfg.block_size:
             raise ValueError(f"sequence of {int(positions.max()) + 1} tokens exceeds block_size {self.cfg.block_size}")
         x = self.tok_embeddings(idx)
         rope = None
@@ -200,6 +200,9 @@ class GPT(nn.Module):
             rope = (ang.cos(), ang.sin())
         elif self.cfg.pos == "abacus":
             di = digit_indices(idx, self.cfg.digit_lo) if digit_index is None else digit_index
+            if di.max() >= self.cfg.max_digit_index:
+                raise ValueError(f"a number of {int(di.max())} digits is longer than the model supports "
+                                 f"(max_digit_index {self.cfg.max_digit_index})")
             if self.training and self.cfg.abacus_offset > 0:
                 # one random shift per sequence, and none for half of them: the low indices that
                 # every evaluation uses stay well trained while the high ones get trained too
@@ -262,7 +265,7 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None, stop_i
     dev = next(model.parameters()).device
     prompts = [p for p in prompts for _ in range(num_samples)]
     B, L = len(prompts), max(len(p) for p in prompts)
-    if L + max_new_tokens > cfg.block_size and cfg.pos in ("learned", "rope"):
+    if L + max_new_tokens > cfg.block_size:
         raise ValueError(f"prompt of {L} + {max_new_tokens} new tokens exceeds block_size {cfg.block_size}")
     idx = torch.full((B, L), pad_id, dtype=torch.long, device=dev)
     real = torch.zeros(B, L, dtype=torch.bool, device=dev)        # False on left padding

@@ -39,7 +39,7 @@ def complete(model, tok, prompts, max_new_tokens, temperature=0.0, top_k=None, n
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     ids = [encode_prompt(tok, p) for p in prompts]
     limit = model.cfg.block_size - max_new_tokens
-    if model.cfg.pos in ("learned", "rope") and max(map(len, ids)) > limit:
+    if max(map(len, ids)) > limit:
         raise ValueError(f"a prompt is longer than the model supports ({limit} tokens)")
     out = []
     per = max(1, batch_size // num_samples)

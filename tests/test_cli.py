@@ -74,3 +74,10 @@ def test_same_seed_same_numbers(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
         outs.append(torch.load(f"{tmp_path}/{d}/smart/ckpt.pt", weights_only=False)["model"])
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
+def test_sample_prompt_too_long(smart_dir):
+    err = one_line_error(run("sample.py", f"--ckpt={smart_dir}/smart/ckpt.pt", "--prompt=" + "1" * 70 + "+1="))
+    assert "longer than the model supports" in err
+    err = one_line_error(run("sample.py", f"--ckpt={smart_dir}/smart/ckpt.pt", "--prompt=" + "1+" * 200 + "1="))
+    assert "longer than the model supports" in err

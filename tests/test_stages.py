@@ -87,6 +87,9 @@ def test_stages_refuse_bad_checkpoints(smart_dir, tmp_path):
     shutil.copytree(f"{smart_dir}/smart", tmp_path / "stupid")     # a smart checkpoint where stupid belongs
     assert "stage 'smart'" in one_line_error(run("improve.py", f"--out_dir={tmp_path}"))
     assert "--noise" in one_line_error(run("corrupt.py", f"--out_dir={tmp_path}", "--noise=loud"))
+    shutil.copytree(f"{smart_dir}/smart", tmp_path / "only_smart" / "smart")
+    err = one_line_error(run("evaluate.py", f"--out_dir={tmp_path}/only_smart", "--extra=100"))
+    assert "longer than the model supports" in err
 
 
 class AlwaysKeep(torch.nn.Module):
