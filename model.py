@@ -282,16 +282,14 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None, stop_i
     for step in range(max_new_tokens):
         T = idx.size(1)
         keys = real[:, None, None, :]                               # padding is never attended to
-        causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
-        mask = (causal & keys) | torch.eye(T, dtype=torch.bool, device=dev)  # a pad sees itself: no empty rows
         positions = (real.long().cumsum(-1) - 1).clamp(min=0)
-        if cache is None:
-            logits, _ = model(idx, positions=positions, mask=mask, digit_index=digit)
-        elif step == 0:   # prefill
+        if cache is not None and step > 0:   # decode one token: it sees every real key
+            logits, _ = model(idx[:, -1:], positions=positions[:, -1:], mask=keys, cache=cache,
+                              digit_index=digit[:, -1:])
+        else:                                # the whole sequence (prefill, or no cache)
+            causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
+            mask = (causal & keys) | torch.eye(T, dtype=torch.bool, device=dev)  # a pad sees itself: no empty rows
             logits, _ = model(idx, positions=positions, mask=mask, cache=cache, digit_index=digit)
-        else:             # decode one token
-            logits, _ = model(idx[:, -1:], positions=positions[:, -1:], mask=mask[:, :, -1:],
-                              cache=cache, digit_index=digit[:, -1:])
         logits = logits[:, -1, :].float()
         if temperature == 0:
             nxt = logits.argmax(-1)
