@@ -14,13 +14,20 @@ Formats (difficulty = number of digits n of each operand):
            is what lets a model trained on 1..N digits go past N.
   plain    numbers as usual (most significant first); one line per step.
   answer   no chain of thought: '#answer$' straight after the prompt (reverse digit order).
+  steps    numbers least-significant digit first, and one line per step ('4+7+0=11;').
+  compact  as steps, but addition and multiplication write each column as a fixed-size step
+           'a b carry > sum carry' without signs ('470>11;'); other tasks as steps.
+  hints    as reverse, with an index hint before every digit: a letter naming its significance
+           ('a4b3' is 34), so a model can match digits of the same column by content rather than
+           by position (Zhou et al. 2024). Numbers of up to 26 digits.
+Only experiments/sweep.py uses steps, compact and hints; it is what picked reverse as the default.
 """
 import random
 import zlib
 from dataclasses import dataclass, field
 
 TASKS = ("add", "mul", "sort", "median", "gcd")
-FORMATS = ("reverse", "plain", "answer")
+FORMATS = ("reverse", "plain", "answer", "steps", "compact", "hints")
 LIST_LEN = {"sort": 4, "median": 5}     # how many numbers a sort / median problem holds
 
 
@@ -44,7 +51,16 @@ class Problem:
 def num(x, fmt, width=0):
     """A number as text in the format's digit order (zero-padded to width)."""
     s = str(x).zfill(width)
-    return s if fmt == "plain" else s[::-1]
+    return s if fmt == "plain" else hinted(s[::-1], fmt)
+
+
+def hinted(digits, fmt):
+    """Least-significant-first digits with an index hint before each one in the hints format."""
+    if fmt != "hints":
+        return digits
+    if len(digits) > 26:
+        raise ValueError(f"the hints format writes numbers of at most 26 digits, not {len(digits)}")
+    return "".join(chr(ord("a") + i) + d for i, d in enumerate(digits))
 
 
 def random_operand(n, rng, lowest=0):
@@ -84,7 +100,8 @@ def solve_carry(task, ops, fmt, fault=None, rng=None):
     carry, carries, out, lines = 0, [0], [], []
     for i in range(n):
         s = da[i] + db[i] + carry if task == "add" else da[i] * db[i] + carry
-        lines.append(f"{da[i]}{sym}{db[i]}+{carry}={s};")
+        lines.append(f"{da[i]}{db[i]}{carry}>{s % 10}{s // 10};" if fmt == "compact" else
+                     f"{da[i]}{sym}{db[i]}+{carry}={s};")
         carry = s // 10
         if fault == i:                   # a wrong carry, carried on
             carry = 1 - carry if task == "add" else (carry + rng.randrange(1, 9)) % 9
@@ -92,9 +109,9 @@ def solve_carry(task, ops, fmt, fault=None, rng=None):
         carries.append(carry)
     out.append(carry)
     value = int("".join(map(str, out[::-1])))
-    if fmt == "reverse":                 # one carry row, aligned digit for digit with the answer
-        return "".join(map(str, carries)) + ";", num(value, fmt, n + 1), n
-    return "".join(lines), num(value, fmt, n + 1 if fmt == "answer" else 0), n
+    if fmt in ("reverse", "hints"):      # one carry row, aligned digit for digit with the answer
+        return hinted("".join(map(str, carries)), fmt) + ";", num(value, fmt, n + 1), n
+    return "".join(lines), num(value, fmt, 0 if fmt == "plain" else n + 1), n
 
 
 def solve_select(task, ops, fmt, fault=None, rng=None):
@@ -173,6 +190,8 @@ def parse_answer(task, fmt, completion):
     if "#" not in completion:
         return None
     text = completion.rsplit("#", 1)[1].split("$", 1)[0]
+    if fmt == "hints":                  # the hints are read past, not checked
+        text = "".join(c for c in text if not ("a" <= c <= "z"))
     parts = text.split(",") if task == "sort" else [text]
     if not all(p.isdigit() for p in parts):
         return None

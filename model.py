@@ -306,7 +306,8 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None, stop_i
         idx = torch.cat([idx, nxt[:, None]], 1)
         real = torch.cat([real, torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
         is_digit = (nxt >= cfg.digit_lo) & (nxt < cfg.digit_lo + 10)
-        digit = torch.cat([digit, ((digit[:, -1] + 1) * is_digit)[:, None]], 1)
+        # a run of digits the model writes past the table is its own mistake, not bad input: clamp
+        digit = torch.cat([digit, ((digit[:, -1] + 1) * is_digit).clamp(max=cfg.max_digit_index - 1)[:, None]], 1)
         if done.all():
             break
     model.train(was_training)

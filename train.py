@@ -152,6 +152,10 @@ def main(argv=None):
         fail(str(e))
     if cfg["max_digits"] < 1 or cfg["max_digits"] + cfg["eval_extra"] + cfg["abacus_offset"] >= cfg["max_digit_index"]:
         fail("--max_digits must be >= 1 and max_digits + eval_extra + abacus_offset < max_digit_index")
+    try:    # a format may not write numbers that long (hints)
+        eval_set(cfg["task"], cfg["max_digits"] + cfg["eval_extra"], cfg["fmt"], 1)
+    except ValueError as e:
+        fail(str(e))
     torch.manual_seed(cfg["seed"])
     device = pick_device(cfg["device"])
     path = f"{cfg['out_dir']}/smart/ckpt.pt"

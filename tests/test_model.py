@@ -111,6 +111,23 @@ def test_too_long_for_the_model():
         generate(m, [[1] * 10], 10)
 
 
+def test_a_runaway_digit_run_in_the_output_is_not_an_error():
+    # a broken model that writes digits forever must not crash generation past max_digit_index;
+    # a prompt with a number that long is still refused
+    m = tiny("abacus", max_digit_index=8)
+    tok = CharTokenizer()
+    with torch.no_grad():   # the final norm outputs a constant that only the digit '0' reads
+        m.norm.weight.zero_()
+        m.norm.bias.zero_()
+        m.norm.bias[0] = 1.0
+        m.output.weight.zero_()
+        m.output.weight[tok.digit_lo, 0] = 1.0
+    out = generate(m, [tok.encode("12+34=")], 20)[0]
+    assert tok.decode(out) == "0" * 20
+    with pytest.raises(ValueError, match="longer than the model supports"):
+        generate(m, [tok.encode("1" * 9 + "=")], 2)
+
+
 def test_tiny_model_overfits_a_handful_of_problems():
     tok = CharTokenizer()
     rng = random.Random(0)
