@@ -24,7 +24,7 @@ Only experiments/sweep.py uses steps, compact and hints; it is what picked rever
 """
 import random
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 TASKS = ("add", "mul", "sort", "median", "gcd")
 FORMATS = ("reverse", "plain", "answer", "steps", "compact", "hints")

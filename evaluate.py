@@ -88,7 +88,7 @@ def main(argv=None):
     cfg = cli(DEFAULTS, __doc__, argv)
     torch.manual_seed(cfg["seed"])
     device, out = pick_device(cfg["device"]), cfg["out_dir"]
-    models = {}
+    models, data_cfg = {}, None
     for name in PLAIN_MODELS:
         path = f"{out}/{name}/ckpt.pt"
         if name == "smart" or os.path.exists(path):

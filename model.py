@@ -11,7 +11,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass, asdict, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn

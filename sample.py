@@ -9,8 +9,6 @@ Sample from any nanocorrect checkpoint and score the completions with the exact 
 Also importable: the later stages sample and score through complete() and score().
 """
 import argparse
-import random
-import sys
 
 import torch
 from tqdm import tqdm

@@ -10,15 +10,13 @@ test accuracy per digit length. Also trains the same model with and without a ch
     python experiments/noise.py                 # writes out/noise/results.{json,md,png}
     python experiments/noise.py --steps=600 --skip_existing
 """
-import json
 import os
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments.common import pyplot, script, write_results   # noqa: E402
 from model import load_checkpoint               # noqa: E402
 from sample import tokenizer_from               # noqa: E402
 from train import cli, report_accuracy          # noqa: E402
@@ -35,12 +33,9 @@ def run(name, cfg, task, fmt, noise):
     out = os.path.join(cfg["out_dir"], name.replace(" ", "_").replace("%", ""))
     ckpt_path, t0 = os.path.join(out, "smart", "ckpt.pt"), time.time()
     if not (cfg["skip_existing"] and os.path.exists(ckpt_path)):
-        args = [sys.executable, "train.py", f"--out_dir={out}", f"--task={task}", f"--fmt={fmt}", f"--noise={noise}",
-                f"--max_digits={cfg['max_digits']}", f"--steps={cfg['steps']}", "--eval_every=0", "--eval_size=10",
-                "--eval_extra=0", f"--dim={cfg['dim']}", f"--n_layers={cfg['n_layers']}", f"--ffn_hidden={cfg['ffn_hidden']}"]
-        r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
-        if r.returncode != 0:
-            sys.exit(f"error: {name}: {r.stderr.strip().splitlines()[-1]}")
+        script("train.py", dict(out_dir=out, task=task, fmt=fmt, noise=noise, max_digits=cfg["max_digits"],
+                                steps=cfg["steps"], eval_every=0, eval_size=10, eval_extra=0, dim=cfg["dim"],
+                                n_layers=cfg["n_layers"], ffn_hidden=cfg["ffn_hidden"]))
     seconds = time.time() - t0
     model, ckpt = load_checkpoint(ckpt_path)
     acc = report_accuracy(model, tokenizer_from(ckpt["data_cfg"]), ckpt["data_cfg"], cfg["eval_size"], 0, name)
@@ -49,12 +44,9 @@ def run(name, cfg, task, fmt, noise):
             "seconds": round(seconds)}
 
 
-def plot(results, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+def plot(results):
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     clean = results["clean"]["mean"]
@@ -64,9 +56,7 @@ def plot(results, path):
         ax.plot([100 * x for x, _ in pts], [100 * y for _, y in pts], marker=marker, label=kind)
     ax.set(xlabel="noise rate (%)", ylabel="clean test accuracy, mean over lengths (%)", ylim=(-2, 102))
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return fig
 
 
 def main():
@@ -81,14 +71,8 @@ def main():
     for name, r in results.items():
         lines.append(f"| {name} ({r['task']}, {r['fmt']}) | " + " | ".join(f"{100 * r['accuracy'][n]:.0f}" for n in lengths)
                      + f" | {100 * r['mean']:.1f} | {r['seconds']} |")
-    table = "\n".join(lines)
-    print(table)
-    with open(os.path.join(cfg["out_dir"], "results.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(cfg["out_dir"], "results.json"), "w") as f:
-        json.dump({"config": cfg, "results": results}, f, indent=1)
-    png = plot(results, os.path.join(cfg["out_dir"], "results.png")) if cfg["plot"] else None
-    print(f"wrote {cfg['out_dir']}/results.md, results.json" + (f", {png}" if png else ""))
+    write_results(cfg["out_dir"], "\n".join(lines) + "\n", {"config": cfg, "results": results},
+                  plot(results) if cfg["plot"] else None)
 
 
 if __name__ == "__main__":

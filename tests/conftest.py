@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 
@@ -23,4 +24,20 @@ def smart_dir(tmp_path_factory):
     r = run("train.py", f"--out_dir={out}", "--max_digits=2", "--steps=300", "--lr=3e-3", "--abacus_offset=2",
             "--eval_every=0", "--eval_size=8", "--eval_extra=1", *TINY)
     assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+FAST_CORRUPT = ["--problems=48", "--samples=2", "--steps=6", "--eval_every=3", "--eval_size=4", "--temperature=3.0"]
+FAST_IMPROVE = ["--problems=48", "--steps=6", "--attempt_temperature=3.0", "--near_miss=0.5"]
+FAST_EVAL = ["--eval_size=6", "--extra=1", "--k=2", "--rounds=2"]
+
+
+@pytest.fixture(scope="session")
+def pipeline(smart_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline")
+    shutil.copytree(f"{smart_dir}/smart", out / "smart")
+    for script, args in [("corrupt.py", FAST_CORRUPT), ("improve.py", FAST_IMPROVE), ("evaluate.py", FAST_EVAL)]:
+        r = run(script, f"--out_dir={out}", *args)
+        assert r.returncode == 0, f"{script}: {r.stderr[-3000:]}"
+        (out / f"{script}.log").write_text(r.stdout)
     return out

@@ -6,26 +6,10 @@ import shutil
 import pytest
 import torch
 
-from conftest import TINY, run
+from conftest import FAST_IMPROVE, run
 from cot_data import check, eval_exclusions
 from improve import training_examples
 from test_cli import one_line_error
-
-FAST_CORRUPT = ["--problems=48", "--samples=2", "--steps=6", "--eval_every=3", "--eval_size=4", "--temperature=3.0"]
-FAST_IMPROVE = ["--problems=48", "--steps=6", "--attempt_temperature=3.0", "--near_miss=0.5"]
-FAST_EVAL = ["--eval_size=6", "--extra=1", "--k=2", "--rounds=2"]
-
-
-@pytest.fixture(scope="module")
-def pipeline(smart_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pipeline")
-    shutil.copytree(f"{smart_dir}/smart", out / "smart")
-    for script, args in [("corrupt.py", FAST_CORRUPT), ("improve.py", FAST_IMPROVE), ("evaluate.py", FAST_EVAL)]:
-        r = run(script, f"--out_dir={out}", *args)
-        assert r.returncode == 0, f"{script}: {r.stderr[-3000:]}"
-        (out / f"{script}.log").write_text(r.stdout)
-    return out
-
 
 @pytest.mark.parametrize("script", ["corrupt.py", "improve.py", "evaluate.py"])
 def test_help(script):

@@ -1,0 +1,141 @@
+"""
+How far past N does each method reach? Self-labelling against the learner as labeller (issue 4).
+
+Both arms start from the same smart model (and the learner of the same run) and spend the same
+training steps on the same problems. Round r = 1..R labels fresh problems of N+r digits (never an
+evaluation problem) without ground truth, from k samples per problem:
+    self        smart's own k samples at --temperature (Lee et al. 2025, "Self-Improving Transformers")
+    corrector   the learner handed each of those k samples (learner o smart)
+A problem is kept when at least --agree of its k answers agree; its label is a completion with that
+answer. Then smart is fine-tuned (--steps) on every label so far, mixed one to one with
+ground-truth problems of 1..N digits, and tested on 1..3N. The learner itself is not retrained.
+
+Reach = the longest length L with >= 90% accuracy on every length 1..L, divided by N.
+
+    python experiments/reach.py --from_dir=out              # needs out/smart and out/learner
+    python experiments/reach.py --from_dir=out/sweep/reverse-abacus-small-stupid_sample --rounds=5
+"""
+import os
+import random
+import sys
+import time
+from collections import Counter
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch                                                                   # noqa: E402
+
+from cot_data import ProblemStream, eval_exclusions, eval_set                  # noqa: E402
+from model import fail, pick_device                                            # noqa: E402
+from sample import accuracy_by_digits, correct, score, tokenizer_from          # noqa: E402
+from train import cli, load_or_fail, pair_batches, train_loop                  # noqa: E402
+from experiments.common import pyplot, write_results                           # noqa: E402
+from experiments.sweep import reach                                            # noqa: E402
+
+DEFAULTS = dict(from_dir="out", out_dir="out/reach", rounds=4, problems=512, k=5, temperature=0.7, agree=4,
+                steps=300, batch_size=64, lr=5e-4, min_lr=5e-5, warmup=20, weight_decay=0.0, grad_clip=1.0,
+                eval_every=0, eval_size=50, seed=5, device="auto", plot=True)
+
+
+def label(smart, learner, tok, problems, cfg):
+    """-> [(prompt, completion)] for the problems whose k answers agree, and how many labels are right."""
+    k = cfg["k"]
+    recs = score(smart, tok, problems, temperature=cfg["temperature"], num_samples=k, seed=cfg["seed"])
+    if learner is not None:   # the learner rewrites (or keeps) every one of smart's samples
+        recs = correct(learner, tok, [p for p in problems for _ in range(k)], [r["completion"] for r in recs])
+    out, right = [], 0
+    for i, p in enumerate(problems):
+        rows = recs[i * k:(i + 1) * k]
+        votes = Counter(r["answer"] for r in rows if r["answer"] is not None).most_common(1)
+        if votes and votes[0][1] >= cfg["agree"]:
+            best = next(r for r in rows if r["answer"] == votes[0][0])
+            out.append((p.prompt, best["completion"]))
+            right += best["correct"]          # read only to report label quality, never to filter
+    return out, right
+
+
+def measure(smart, learner, tok, problems):
+    recs = score(smart, tok, problems)
+    acc = {"smart": accuracy_by_digits(recs)}
+    if learner is not None:
+        acc["learner_on_smart"] = accuracy_by_digits(correct(learner, tok, problems, [r["completion"] for r in recs]))
+    return {name: {str(n): a for n, a in a_.items()} for name, a_ in acc.items()}
+
+
+def run_arm(arm, cfg, device):
+    smart, ckpt = load_or_fail(f"{cfg['from_dir']}/smart/ckpt.pt", ["smart"], device)
+    learner, _ = load_or_fail(f"{cfg['from_dir']}/learner/ckpt.pt", ["learner"], device)
+    d, tok = ckpt["data_cfg"], tokenizer_from(ckpt["data_cfg"])
+    N = d["max_digits"]
+    labeller = learner if arm == "corrector" else None
+    tests = [p for n in range(1, 3 * N + 1) for p in eval_set(d["task"], n, d["fmt"], cfg["eval_size"])]
+    exclude = eval_exclusions(d["task"], 3 * N + 1)
+    truth_stream = ProblemStream(d["task"], d["fmt"], 1, N, seed=cfg["seed"], exclude=exclude)
+    rows, labels = [], []
+    acc = measure(smart, learner, tok, tests)
+    t0 = time.time()
+    rows.append(dict(arm=arm, round=0, digits=N, kept=0, right=0, seconds=0, accuracy=acc))
+    print(f"{arm} round 0: reach smart {reach(acc['smart'], N):.1f}, learner o smart {reach(acc['learner_on_smart'], N):.1f}")
+    for r in range(1, cfg["rounds"] + 1):
+        torch.manual_seed(cfg["seed"] + r)
+        n = N + r
+        new = ProblemStream(d["task"], d["fmt"], n, n, seed=cfg["seed"] + r, exclude=exclude)
+        new_labels, right = label(smart, labeller, tok, [new.sample() for _ in range(cfg["problems"])], cfg)
+        labels += new_labels
+        if labels:   # nothing agreed on yet: nothing to learn from this round
+            truth = [truth_stream.sample() for _ in range(len(labels))]
+            examples = labels + [(p.prompt, p.completion) for p in truth]
+            train_loop(smart, pair_batches(examples, tok, cfg["batch_size"], device, seed=cfg["seed"] + r), cfg,
+                       desc=f"{arm} round {r}")
+        acc = measure(smart, learner, tok, tests)
+        rows.append(dict(arm=arm, round=r, digits=n, kept=len(new_labels), right=right,
+                         seconds=round(time.time() - t0), accuracy=acc))
+        print(f"{arm} round {r}: kept {len(new_labels)}/{cfg['problems']} labels at {n} digits "
+              f"({right} right); reach smart {reach(acc['smart'], N):.1f}, "
+              f"learner o smart {reach(acc['learner_on_smart'], N):.1f}")
+    return rows, N
+
+
+def table(rows, N):
+    lengths = range(1, 3 * N + 1)
+    lines = ["| arm | round | labels kept (right) | model | " + " | ".join(f"{n}{'*' if n > N else ''}" for n in lengths)
+             + " | reach/N | seconds |", "|" + "---|" * (3 * N + 6)]
+    for r in rows:
+        for name, acc in r["accuracy"].items():
+            lines.append(f"| {r['arm']} | {r['round']} | {r['kept']} ({r['right']}) | {name} | "
+                         + " | ".join(f"{100 * acc[str(n)]:.0f}" for n in lengths) + f" | {reach(acc, N):.1f} | {r['seconds']} |")
+    return "\n".join(lines)
+
+
+def plot(rows, N):
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm, marker in (("self", "o"), ("corrector", "s")):
+        for name, ls in (("smart", "-"), ("learner_on_smart", "--")):
+            pts = [(r["round"], reach(r["accuracy"][name], N)) for r in rows if r["arm"] == arm]
+            ax.plot(*zip(*pts), marker=marker, linestyle=ls, label=f"{arm}: {name}")
+    ax.set(xlabel="round (labels up to N + round digits)", ylabel="reach / N (>= 90% on every length up to it)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def main():
+    cfg = cli(DEFAULTS, __doc__)
+    if cfg["agree"] > cfg["k"]:
+        fail("--agree cannot be more than --k")
+    device = pick_device(cfg["device"])
+    os.makedirs(cfg["out_dir"], exist_ok=True)
+    random.seed(cfg["seed"])
+    rows = []
+    for arm in ("self", "corrector"):
+        arm_rows, N = run_arm(arm, cfg, device)
+        rows += arm_rows
+    text = (f"Reach from N={N}: {cfg['rounds']} rounds of {cfg['problems']} problems, k={cfg['k']} at "
+            f"T={cfg['temperature']}, agreement >= {cfg['agree']}, {cfg['steps']} steps per round\n\n{table(rows, N)}\n")
+    write_results(cfg["out_dir"], text, {"config": cfg, "rows": rows}, plot(rows, N) if cfg["plot"] else None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The issue-4 experiments: the format x position sweep and the reach of self-labelling vs the learner."""
+import json
+import sys
+
+import torch
+
+from conftest import ROOT, run
+from model import load_checkpoint
+from sample import score, tokenizer_from
+
+sys.path.insert(0, ROOT)
+from experiments.reach import label            # noqa: E402
+from experiments.sweep import near_miss, reach, smart_run   # noqa: E402
+from cot_data import ProblemStream             # noqa: E402
+
+
+def test_reach_is_the_first_length_below_90_percent_over_N():
+    assert reach({"1": 1.0, "2": 0.95, "3": 0.9, "4": 0.89, "5": 1.0}, 2) == 1.5
+    assert reach({"1": 0.5, "2": 1.0}, 2) == 0.0
+    assert reach({"1": 1.0, "2": 1.0}, 1) == 2.0
+
+
+def test_near_miss_counts_wrong_digits_of_same_length_answers():
+    assert near_miss("12345", "12045") and near_miss("12345", "10305")
+    assert not near_miss("12345", "10300") and not near_miss("1234", "12345") and not near_miss(None, "1")
+
+
+def test_one_sweep_cell_reports_every_length_to_3N(tmp_path):
+    cfg = dict(out_dir=str(tmp_path), task="add", max_digits=2, steps=20, eval_size=4)
+    r = smart_run(("compact", "rope", "small"), cfg)
+    assert sorted(map(int, r["accuracy"])) == list(range(1, 7))
+    assert r["params"] > 0 and r["reach"] == reach(r["accuracy"], 2)
+    assert smart_run(("compact", "rope", "small"), cfg) == json.loads(json.dumps(r))   # reused, not retrained
+
+
+def test_agreeing_samples_are_kept_and_labels_come_from_the_model(smart_dir):
+    model, ckpt = load_checkpoint(f"{smart_dir}/smart/ckpt.pt")
+    tok, d = tokenizer_from(ckpt["data_cfg"]), ckpt["data_cfg"]
+    stream = ProblemStream(d["task"], d["fmt"], 3, 3, seed=9)
+    problems = [stream.sample() for _ in range(12)]
+    # at a temperature near zero the k samples are the greedy completion k times: all agree
+    cfg = dict(k=3, agree=3, temperature=1e-6, seed=0)
+    labels, right = label(model, None, tok, problems, cfg)
+    greedy = score(model, tok, problems)
+    assert [c for _, c in labels] == [g["completion"] for g in greedy if g["answer"] is not None]
+    assert right == sum(g["correct"] for g in greedy if g["answer"] is not None)
+    torch.manual_seed(0)
+    hot, _ = label(model, None, tok, problems, dict(cfg, temperature=5.0))
+    assert len(hot) < len(problems)          # at a high temperature samples disagree and are dropped
+
+
+def test_reach_script_runs_both_arms(pipeline, tmp_path):
+    r = run("experiments/reach.py", f"--from_dir={pipeline}", f"--out_dir={tmp_path}", "--rounds=1", "--problems=8",
+            "--k=2", "--agree=2", "--steps=3", "--eval_size=3", "--plot=0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [(x["arm"], x["round"]) for x in rows] == [("self", 0), ("self", 1), ("corrector", 0), ("corrector", 1)]
+    assert all(0 <= x["right"] <= x["kept"] <= 8 for x in rows)
+    assert rows[0]["accuracy"] == rows[2]["accuracy"]        # both arms start from the same models
+
+
+def test_reach_script_refuses_bad_input(tmp_path):
+    r = run("experiments/reach.py", f"--from_dir={tmp_path}", f"--out_dir={tmp_path}/o")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = run("experiments/reach.py", "--k=2", "--agree=3")
+    assert r.returncode == 2 and "agree" in r.stderr
