@@ -23,6 +23,7 @@ Formats (difficulty = number of digits n of each operand):
 Only experiments/sweep.py uses steps, compact and hints; it is what picked reverse as the default.
 """
 import random
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -254,10 +255,15 @@ def eval_exclusions(task, max_digits, size=200, seed=0):
 KEEP = "$"   # the learner's whole answer when it keeps the attempt as it is
 
 
-def correction_prompt(prompt, attempt):
+def correction_prompt(prompt, attempt, max_run=None):
     """What the learner reads: the problem, an attempt at it (a completion, '$' dropped), then '>'.
-    It answers with a whole new completion, or with KEEP alone to leave the attempt as it is."""
-    return prompt + attempt.rstrip("$") + ">"
+    It answers with a whole new completion, or with KEEP alone to leave the attempt as it is.
+    A broken model can write a digit run longer than any number the learner can index (abacus
+    positions): with max_run such a run is cut to max_run digits - it is wrong either way."""
+    attempt = attempt.rstrip("$")
+    if max_run is not None:
+        attempt = re.sub(r"\d{%d,}" % (max_run + 1), lambda m: m.group()[:max_run], attempt)
+    return prompt + attempt + ">"
 
 
 # ----------------------------------------------------------------------------- noise

@@ -66,13 +66,13 @@ def write_pairs(path, pairs):
             f.write(json.dumps({"problem": p.prompt, "attempt": att, "solution": sol}) + "\n")
 
 
-def training_examples(pairs, keep=True):
+def training_examples(pairs, keep=True, max_run=None):
     """(prompt, completion) examples of the learner, and the same with the attempt removed.
     With keep, a right attempt's target is KEEP: the learner learns to leave it alone, and the
-    program keeps it by construction."""
+    program keeps it by construction. max_run: see correction_prompt."""
     def target(p, att, sol):
         return KEEP if keep and check(p.task, p.fmt, p.operands, att)[1] else sol
-    return ([(correction_prompt(p.prompt, att), target(p, att, sol)) for p, att, sol in pairs],
+    return ([(correction_prompt(p.prompt, att, max_run), target(p, att, sol)) for p, att, sol in pairs],
             [(p.prompt, sol) for p, _, sol in pairs])
 
 
@@ -112,13 +112,13 @@ def main(argv=None):
         fail("no correction pairs: stupid made no mistakes on the training problems, or smart solved none")
     write_pairs(f"{out}/learner/pairs.jsonl", pairs)
 
-    corrections, plain = training_examples(pairs, cfg["keep"])
+    corrections, plain = training_examples(pairs, cfg["keep"], stupid.cfg.max_digit_index - 1)
     examples = with_replay(corrections, plain, cfg, rng)
     learner = finetune(stupid, examples, cfg, tok, device, "learner")
     if cfg["self_pairs"]:   # the learner's own wrong outputs become attempts too
         recs = correct(learner, tok, [p for p, _, _ in pairs], [att for _, att, _ in pairs])
-        own = [(correction_prompt(p.prompt, r["completion"]), sol) for (p, _, sol), r in zip(pairs, recs)
-               if not r["correct"]]
+        own = [(correction_prompt(p.prompt, r["completion"], learner.cfg.max_digit_index - 1), sol)
+               for (p, _, sol), r in zip(pairs, recs) if not r["correct"]]
         print(f"self pairs: the learner was wrong on {len(own)} of its {len(pairs)} training pairs")
         learner = finetune(learner, examples + own, {**cfg, "steps": cfg["self_steps"]}, tok, device, "learner+self")
     save_checkpoint(f"{out}/learner/ckpt.pt", learner, "learner", cfg["steps"], data_cfg, extra={"improve_cfg": cfg})

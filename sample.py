@@ -71,7 +71,7 @@ def score(model, tok, problems, prompts=None, temperature=0.0, num_samples=1, **
 def correct(model, tok, problems, attempts, **kw):
     """Hand the learner an attempt (a completion) at each problem; its answer replaces the attempt,
     unless the answer is KEEP, which keeps the attempt (the record then says kept)."""
-    prompts = [correction_prompt(p.prompt, a) for p, a in zip(problems, attempts)]
+    prompts = [correction_prompt(p.prompt, a, model.cfg.max_digit_index - 1) for p, a in zip(problems, attempts)]
     recs = score(model, tok, problems, prompts=prompts, **kw)
     for r, p, a in zip(recs, problems, attempts):
         if r["completion"] == KEEP:
