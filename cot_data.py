@@ -255,14 +255,17 @@ def eval_exclusions(task, max_digits, size=200, seed=0):
 KEEP = "$"   # the learner's whole answer when it keeps the attempt as it is
 
 
-def correction_prompt(prompt, attempt, max_run=None):
+def correction_prompt(prompt, attempt, max_run=None, max_len=None):
     """What the learner reads: the problem, an attempt at it (a completion, '$' dropped), then '>'.
     It answers with a whole new completion, or with KEEP alone to leave the attempt as it is.
-    A broken model can write a digit run longer than any number the learner can index (abacus
-    positions): with max_run such a run is cut to max_run digits - it is wrong either way."""
+    A broken model can write an attempt the learner cannot read: a digit run longer than any number
+    it indexes (abacus positions), or so long that no room is left to answer. max_run cuts such a
+    run to max_run digits, max_len the whole prompt to max_len characters - it is wrong either way."""
     attempt = attempt.rstrip("$")
     if max_run is not None:
         attempt = re.sub(r"\d{%d,}" % (max_run + 1), lambda m: m.group()[:max_run], attempt)
+    if max_len is not None:
+        attempt = attempt[:max(0, max_len - len(prompt) - 1)]
     return prompt + attempt + ">"
 
 

@@ -71,7 +71,8 @@ def score(model, tok, problems, prompts=None, temperature=0.0, num_samples=1, **
 def correct(model, tok, problems, attempts, **kw):
     """Hand the learner an attempt (a completion) at each problem; its answer replaces the attempt,
     unless the answer is KEEP, which keeps the attempt (the record then says kept)."""
-    prompts = [correction_prompt(p.prompt, a, model.cfg.max_digit_index - 1) for p, a in zip(problems, attempts)]
+    room = model.cfg.block_size - max_new_for(problems) - 1    # 1 for a Llama tokenizer's BOS
+    prompts = [correction_prompt(p.prompt, a, model.cfg.max_digit_index - 1, room) for p, a in zip(problems, attempts)]
     recs = score(model, tok, problems, prompts=prompts, **kw)
     for r, p, a in zip(recs, problems, attempts):
         if r["completion"] == KEEP:

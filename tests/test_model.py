@@ -129,15 +129,16 @@ def test_a_runaway_digit_run_in_the_output_is_not_an_error():
 
 
 def test_the_learner_can_read_a_runaway_attempt():
-    # such an attempt (smart's, past N) once crashed evaluation: handed to the learner it is cut
+    # such attempts (smart's, past N) once crashed evaluation: handed to the learner they are cut
     from cot_data import correction_prompt
     from sample import correct
     assert correction_prompt("1+2=", "3" * 12 + "#3$", max_run=5) == "1+2=" + "3" * 5 + "#3>"
     assert correction_prompt("1+2=", "3" * 12 + "#3$") == "1+2=" + "3" * 12 + "#3>"
     m = tiny("abacus", max_digit_index=8)
     p = make_problem("add", [12, 34], "reverse")
-    recs = correct(m, CharTokenizer(), [p], ["0" * 30 + "#64$"])
-    assert len(recs) == 1 and recs[0]["digits"] == 2
+    recs = correct(m, CharTokenizer(), [p, p], ["0" * 30 + "#64$", "0;" * 100 + "#64$"])   # too long for block_size
+    assert len(recs) == 2 and recs[1]["digits"] == 2
+    assert correction_prompt("1+2=", "0;" * 10 + "#3$", max_len=9) == "1+2=0;0;>"
 
 
 def test_tiny_model_overfits_a_handful_of_problems():
