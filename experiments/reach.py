@@ -108,16 +108,30 @@ def table(rows, N):
 
 
 def plot(rows, N):
+    """reach/N, smart's accuracy one and two digits past N, and the share of right labels, per round."""
     plt = pyplot()
     if plt is None:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for arm, marker in (("self", "o"), ("corrector", "s")):
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for arm, marker, color in (("self", "o", "C0"), ("corrector", "s", "C1")):
+        mine = [r for r in rows if r["arm"] == arm]
+        rounds = [r["round"] for r in mine]
         for name, ls in (("smart", "-"), ("learner_on_smart", "--")):
-            pts = [(r["round"], reach(r["accuracy"][name], N)) for r in rows if r["arm"] == arm]
-            ax.plot(*zip(*pts), marker=marker, linestyle=ls, label=f"{arm}: {name}")
-    ax.set(xlabel="round (labels up to N + round digits)", ylabel="reach / N (>= 90% on every length up to it)")
-    ax.legend(fontsize=8)
+            axes[0].plot(rounds, [reach(r["accuracy"][name], N) for r in mine], marker=marker, linestyle=ls,
+                         color=color, label=f"{arm}: {name}")
+        for n, ls in ((N + 1, "-"), (N + 2, ":")):
+            axes[1].plot(rounds, [100 * r["accuracy"]["smart"][str(n)] for r in mine], marker=marker, linestyle=ls,
+                         color=color, label=f"{arm}: smart at {n} digits")
+        labelled = [r for r in mine if r["kept"]]
+        axes[2].plot([r["round"] for r in labelled], [100 * r["right"] / r["kept"] for r in labelled], marker=marker,
+                     color=color, label=f"{arm} (labels at N + round digits)")
+    top = max(reach(r["accuracy"][name], N) for r in rows for name in r["accuracy"])
+    axes[0].set(xlabel="round", ylabel="reach / N (>= 90% on every length up to it)", ylim=(0, top + 0.5))
+    axes[1].set(xlabel="round", ylabel="exact match (%)", ylim=(-2, 102))
+    axes[2].set(xlabel="round", ylabel="labels kept that are right (%)", ylim=(-2, 102))
+    for ax in axes:
+        ax.legend(fontsize=8)
+        ax.set_xticks(sorted({r["round"] for r in rows}))
     return fig
 
 

@@ -2,6 +2,7 @@
 import json
 import sys
 
+import pytest
 import torch
 
 from conftest import ROOT, run
@@ -64,3 +65,15 @@ def test_reach_script_refuses_bad_input(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     r = run("experiments/reach.py", "--k=2", "--agree=3")
     assert r.returncode == 2 and "agree" in r.stderr
+
+
+def test_reach_plot_draws_every_arm():
+    pytest.importorskip("matplotlib")
+    from experiments.reach import plot
+    acc = {"smart": {str(n): 1.0 if n <= 2 else 0.5 for n in range(1, 7)}}
+    acc["learner_on_smart"] = acc["smart"]
+    rows = [dict(arm=arm, round=r, kept=4 * r, right=r, accuracy=acc) for arm in ("self", "corrector") for r in (0, 1)]
+    fig = plot(rows, 2)
+    assert len(fig.axes) == 3
+    assert len(fig.axes[0].lines) == 4 and len(fig.axes[2].lines) == 2   # rounds without labels are left out
+    assert list(fig.axes[2].lines[0].get_ydata()) == [25.0]
