@@ -21,6 +21,7 @@ from train import cli, load_or_fail, pair_batches, train_loop
 
 DEFAULTS = dict(
     out_dir="out", noise="sample",        # sample: smart's own wrong samples; static / dynamic: injected
+                                          # (sample: the best learner o smart at N+1 in experiments/sweep.py)
     problems=512, samples=4, temperature=2.0, static_rate=0.3,
     wrong_frac=0.7,                       # share of wrong solutions in the fine-tuning mix
     steps=400, batch_size=64, lr=1e-3, min_lr=1e-4, warmup=20, weight_decay=0.0, grad_clip=1.0,
