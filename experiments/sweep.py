@@ -8,6 +8,7 @@ cell, once per way of making stupid (own samples, static noise, dynamic noise).
 
     python experiments/sweep.py                     # writes out/sweep/results.{json,md,png}
     python experiments/sweep.py --jobs=1 --parts=1  # part 1 only, one run at a time
+    python experiments/sweep.py --parts=1 --only=reverse-abacus,steps-none --seed=2 --out_dir=out/sweep_s2
 
 Runs go --jobs at a time, each on one CPU thread, so wall times are per thread. Finished runs
 are reused (their results.json / ckpt.pt), so an interrupted sweep picks up where it stopped.
@@ -23,12 +24,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.common import pyplot, script, write_results   # noqa: E402
 from cot_data import eval_set                   # noqa: E402
-from model import load_checkpoint               # noqa: E402
+from model import fail, load_checkpoint         # noqa: E402
 from sample import score, tokenizer_from        # noqa: E402
 from train import cli                           # noqa: E402
 
 DEFAULTS = dict(out_dir="out/sweep", task="add", max_digits=5, steps=1000, eval_size=50, jobs=2, parts="123",
-                top=3, plot=True)
+                top=3, only="", seed=1337, plot=True)   # only: part-1 cells as fmt-pos,fmt-pos (default all)
 SIZES = {"small": dict(dim=96, n_layers=3, ffn_hidden=384), "default": dict(dim=128, n_layers=4, ffn_hidden=512)}
 FORMATS = ["plain", "steps", "compact", "hints", "reverse"]
 # position schemes; abacus0 is abacus without the random offset in training (untrained indices past N)
@@ -60,7 +61,8 @@ def smart_run(cell, cfg):
             return json.load(f)
     N, t0 = cfg["max_digits"], time.time()
     script("train.py", dict(out_dir=out, task=cfg["task"], fmt=fmt, max_digits=N, steps=cfg["steps"], eval_every=0,
-                            eval_size=10, eval_extra=0, block_size=512, **SIZES[size], **POSITIONS[pos]), threads=1)
+                            eval_size=10, eval_extra=0, block_size=512, seed=cfg["seed"], **SIZES[size], **POSITIONS[pos]),
+           threads=1)
     train_s = time.time() - t0
     model, ckpt = load_checkpoint(os.path.join(out, "smart", "ckpt.pt"))
     problems = [p for n in range(1, 3 * N + 1) for p in eval_set(cfg["task"], n, fmt, cfg["eval_size"])]
@@ -162,6 +164,10 @@ def main():
     os.makedirs(cfg["out_dir"], exist_ok=True)
     N, t0 = cfg["max_digits"], time.time()
     cells = [(f, p, "small") for f in FORMATS for p in POSITIONS] + [(f, p, "small") for f, p in EXTRA_CELLS]
+    if cfg["only"]:
+        cells = [c for c in cells if f"{c[0]}-{c[1]}" in cfg["only"].split(",")]
+        if not cells:
+            fail(f"--only={cfg['only']}: no such cell (fmt-pos, e.g. reverse-abacus)")
     rows = parallel(smart_run, [(c,) for c in cells], cfg, cfg["jobs"]) if "1" in cfg["parts"] else []
     best = sorted(rows, key=lambda r: (-r["reach"], -r["past_N"]))[:cfg["top"]]
     if "2" in cfg["parts"]:

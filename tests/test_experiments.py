@@ -27,7 +27,7 @@ def test_near_miss_counts_wrong_digits_of_same_length_answers():
 
 
 def test_one_sweep_cell_reports_every_length_to_3N(tmp_path):
-    cfg = dict(out_dir=str(tmp_path), task="add", max_digits=2, steps=20, eval_size=4)
+    cfg = dict(out_dir=str(tmp_path), task="add", max_digits=2, steps=20, eval_size=4, seed=1)
     r = smart_run(("compact", "rope", "small"), cfg)
     assert sorted(map(int, r["accuracy"])) == list(range(1, 7))
     assert r["params"] > 0 and r["reach"] == reach(r["accuracy"], 2)
@@ -77,3 +77,8 @@ def test_reach_plot_draws_every_arm():
     assert len(fig.axes) == 3
     assert len(fig.axes[0].lines) == 4 and len(fig.axes[2].lines) == 2   # rounds without labels are left out
     assert list(fig.axes[2].lines[0].get_ydata()) == [25.0]
+
+
+def test_sweep_refuses_an_unknown_cell(tmp_path):
+    r = run("experiments/sweep.py", "--only=reverse-nope", f"--out_dir={tmp_path}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "no such cell" in r.stderr
