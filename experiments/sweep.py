@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments.common import pyplot, script, write_results   # noqa: E402
 from cot_data import eval_set                   # noqa: E402
 from model import fail, load_checkpoint         # noqa: E402
-from sample import score, tokenizer_from        # noqa: E402
+from sample import accuracy_by_digits, score, tokenizer_from   # noqa: E402
 from train import cli                           # noqa: E402
 
 DEFAULTS = dict(out_dir="out/sweep", task="add", max_digits=5, steps=1000, eval_size=50, jobs=2, parts="123",
@@ -67,12 +67,8 @@ def smart_run(cell, cfg):
     model, ckpt = load_checkpoint(os.path.join(out, "smart", "ckpt.pt"))
     problems = [p for n in range(1, 3 * N + 1) for p in eval_set(cfg["task"], n, fmt, cfg["eval_size"])]
     recs = score(model, tokenizer_from(ckpt["data_cfg"]), problems)
-    acc, near = {}, []
-    for p, r in zip(problems, recs):
-        acc.setdefault(str(p.digits), []).append(r["correct"])
-        if N < p.digits <= N + 3 and not r["correct"]:
-            near.append(near_miss(r["answer"], p.answer))
-    acc = {n: sum(v) / len(v) for n, v in acc.items()}
+    acc = {str(n): a for n, a in accuracy_by_digits(recs).items()}
+    near = [near_miss(r["answer"], p.answer) for p, r in zip(problems, recs) if N < p.digits <= N + 3 and not r["correct"]]
     res = dict(fmt=fmt, pos=pos, size=size, params=model.num_params(), train_s=round(train_s),
                accuracy=acc, in_dist=sum(acc[str(n)] for n in range(1, N + 1)) / N,
                past_N=sum(acc[str(n)] for n in range(N + 1, 3 * N + 1)) / (2 * N), reach=reach(acc, N),
