@@ -16,7 +16,6 @@ Reach = the longest length L with >= 90% accuracy on every length 1..L, divided 
     python experiments/reach.py --from_dir=out/sweep/reverse-abacus-small-stupid_sample --rounds=5
 """
 import os
-import random
 import sys
 import time
 from collections import Counter
@@ -141,7 +140,6 @@ def main():
         fail("--agree cannot be more than --k")
     device = pick_device(cfg["device"])
     os.makedirs(cfg["out_dir"], exist_ok=True)
-    random.seed(cfg["seed"])
     rows = []
     for arm in ("self", "corrector"):
         arm_rows, N = run_arm(arm, cfg, device)
