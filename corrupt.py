@@ -9,91 +9,98 @@ so that it gets worse at 1..N digits without being destroyed.
 Training stops as soon as stupid's accuracy on 1..N falls to band_hi x smart's; the script says
 where it landed and whether that is inside [band_lo, band_hi] x smart's accuracy.
 """
+import copy
 import random
 import time
+from dataclasses import asdict, dataclass
 
 import torch
 
-from cot_data import ProblemStream, dynamic_noise, eval_exclusions, eval_set, static_noise
-from model import fail, pick_device, save_checkpoint
-from sample import accuracy_by_digits, score, tokenizer_from
-from train import cli, load_or_fail, pair_batches, train_loop
-
-DEFAULTS = dict(
-    out_dir="out", noise="sample",        # sample: smart's own wrong samples; static / dynamic: injected
-                                          # (sample: the best learner o smart at N+1 in experiments/sweep.py)
-    problems=512, samples=4, temperature=2.0, static_rate=0.3,
-    wrong_frac=0.7,                       # share of wrong solutions in the fine-tuning mix
-    steps=400, batch_size=64, lr=1e-3, min_lr=1e-4, warmup=20, weight_decay=0.0, grad_clip=1.0,
-    eval_every=10, eval_size=50,          # how often to check the band, on how many problems per length
-    band_lo=0.3, band_hi=0.7, seed=2, device="auto",
-)
+from common import (BadInput, Optim, check_writable, count_for_share, eval_accuracy, load_checkpoint, opt,
+                    pair_batches, parse_config, percents, pick_device, run_main, save_checkpoint, score,
+                    tokenizer_from, train_loop)
+from cot_data import ProblemStream, dynamic_noise, eval_exclusions, static_noise
 
 
-def mean_accuracy(model, tok, data_cfg, size):
-    probs = [p for n in range(1, data_cfg["max_digits"] + 1)
-             for p in eval_set(data_cfg["task"], n, data_cfg["fmt"], size)]
-    acc = accuracy_by_digits(score(model, tok, probs))
+@dataclass
+class CorruptConfig(Optim):
+    steps: int = 400
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 20
+    weight_decay: float = 0.0
+    out_dir: str = opt("out", "output root: reads OUT_DIR/smart, writes OUT_DIR/stupid/ckpt.pt")
+    noise: str = opt("sample", "where wrong solutions come from: smart's own samples (the best learner o smart "
+                     "one digit past N in experiments/sweep.py), or injected static / dynamic noise",
+                     choices=("sample", "static", "dynamic"))
+    problems: int = opt(512, "training problems (1..N digits) to make solutions for", lo=1)
+    samples: int = opt(4, "smart's samples per problem (noise=sample)", lo=1)
+    temperature: float = opt(2.0, "sampling temperature of smart's samples (noise=sample)", gt=0)
+    static_rate: float = opt(0.3, "share of chain-of-thought digits changed (noise=static)", gt=0, hi=1)
+    wrong_frac: float = opt(0.7, "share of wrong solutions in the fine-tuning mix", gt=0, hi=1)
+    eval_every: int = opt(10, "check stupid's accuracy every this many steps", lo=1)
+    eval_size: int = opt(50, "problems per length for that check", lo=1)
+    band_lo: float = opt(0.3, "stupid should land at or above band_lo x smart's accuracy", lo=0, hi=1)
+    band_hi: float = opt(0.7, "training stops once stupid is at or below band_hi x smart's accuracy", lo=0, hi=1)
+    seed: int = opt(2, "random seed", lo=0)
+    device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+
+    def check(self):
+        self.check_optim()
+        if self.band_lo > self.band_hi:
+            raise BadInput(f"--band_lo={self.band_lo} is above --band_hi={self.band_hi}")
+
+
+def mean_accuracy(model, tok, data, size):
+    acc = eval_accuracy(model, tok, data, range(1, data.max_digits + 1), size)
     return sum(acc.values()) / len(acc), acc
 
 
 def wrong_and_right(smart, tok, problems, cfg, rng):
     """Wrong solutions (smart's own high-temperature mistakes, or injected noise) and right ones."""
-    if cfg["noise"] == "sample":
-        recs = score(smart, tok, problems, temperature=cfg["temperature"], num_samples=cfg["samples"],
-                     seed=cfg["seed"], progress=True)
-        pairs = [(problems[j // cfg["samples"]].prompt, r["completion"], r["correct"]) for j, r in enumerate(recs)]
-        wrong = [(p, c) for p, c, ok in pairs if not ok and c.endswith("$")]
+    if cfg.noise == "sample":
+        recs = score(smart, tok, problems, temperature=cfg.temperature, num_samples=cfg.samples,
+                     seed=cfg.seed, progress_bar=True)
+        wrong = [(problems[j // cfg.samples].prompt, r["completion"]) for j, r in enumerate(recs)
+                 if not r["correct"] and r["completion"].endswith("$")]
     else:
-        noisy = [dynamic_noise(p, rng) if cfg["noise"] == "dynamic" else static_noise(p, cfg["static_rate"], rng)
+        noisy = [dynamic_noise(p, rng) if cfg.noise == "dynamic" else static_noise(p, cfg.static_rate, rng)
                  for p in problems]
         wrong = [(q.prompt, q.completion) for q in noisy]
-    right = [(p.prompt, p.completion) for p in problems]
-    return wrong, right
+    return wrong, [(p.prompt, p.completion) for p in problems]
 
 
 def main(argv=None):
-    cfg = cli(DEFAULTS, __doc__, argv)
-    if cfg["noise"] not in ("sample", "static", "dynamic"):
-        fail("--noise must be sample, static or dynamic")
-    torch.manual_seed(cfg["seed"])
-    rng = random.Random(cfg["seed"])
-    device = pick_device(cfg["device"])
-    smart, ckpt = load_or_fail(f"{cfg['out_dir']}/smart/ckpt.pt", ["smart"], device)
-    data_cfg, tok = ckpt["data_cfg"], tokenizer_from(ckpt["data_cfg"])
-    task, N = data_cfg["task"], data_cfg["max_digits"]
-    stream = ProblemStream(task, data_cfg["fmt"], 1, N, seed=cfg["seed"], exclude=eval_exclusions(task, N))
-    problems = [stream.sample() for _ in range(cfg["problems"])]
+    cfg = parse_config(CorruptConfig, __doc__, argv)
+    device, path = pick_device(cfg.device), f"{cfg.out_dir}/stupid/ckpt.pt"
+    check_writable(path)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    smart, ckpt, data = load_checkpoint(f"{cfg.out_dir}/smart/ckpt.pt", ["smart"], device)
+    tok, N = tokenizer_from(data), data.max_digits
+    stream = ProblemStream(data.task, data.fmt, 1, N, seed=cfg.seed, exclude=eval_exclusions(data.task, N))
+    problems = [stream.sample() for _ in range(cfg.problems)]
     wrong, right = wrong_and_right(smart, tok, problems, cfg, rng)
     if not wrong:
-        fail("smart made no wrong samples to corrupt it with: raise --temperature or --samples")
-    n_right = int(len(wrong) * (1 - cfg["wrong_frac"]) / cfg["wrong_frac"])
-    mix = wrong + rng.sample(right, min(n_right, len(right)))
-    print(f"corrupting with {len(wrong)} wrong ({cfg['noise']}) and {len(mix) - len(wrong)} right solutions")
+        raise BadInput("smart made no wrong samples to corrupt it with: raise --temperature or --samples")
+    mix = wrong + rng.sample(right, min(count_for_share(len(wrong), 1 - cfg.wrong_frac), len(right)))
+    print(f"corrupting with {len(wrong)} wrong ({cfg.noise}) and {len(mix) - len(wrong)} right solutions")
 
-    smart_acc, _ = mean_accuracy(smart, tok, data_cfg, cfg["eval_size"])
-    lo, hi = cfg["band_lo"] * smart_acc, cfg["band_hi"] * smart_acc
-    stupid, path, t0 = smart, f"{cfg['out_dir']}/stupid/ckpt.pt", time.time()   # smart is not used again
-    state = {}
-
-    def on_eval(step):
-        acc, per = mean_accuracy(stupid, tok, data_cfg, cfg["eval_size"])
-        state.update(step=step, acc=acc, per=per)
-        return acc <= hi
-
-    train_loop(stupid, pair_batches(mix, tok, cfg["batch_size"], device, cfg["seed"]), cfg,
-               on_eval=on_eval, desc="stupid")
-    acc, per = state["acc"], state["per"]
-    inside = lo <= acc <= hi
-    save_checkpoint(path, stupid, "stupid", state["step"], data_cfg,
-                    extra={"corrupt_cfg": cfg, "smart_accuracy": smart_acc, "stupid_accuracy": acc})
-    print("stupid on 1..N: " + " ".join(f"{n}:{100 * a:.0f}%" for n, a in per.items()))
-    verdict = "inside the band" if inside else ("BELOW the band: stupid is too broken"
-                                                if acc < lo else "ABOVE the band: stupid is barely hurt")
-    print(f"stupid: {100 * acc:.1f}% on 1..{N} digits after {state['step']} steps = "
+    smart_acc, _ = mean_accuracy(smart, tok, data, cfg.eval_size)
+    lo, hi = cfg.band_lo * smart_acc, cfg.band_hi * smart_acc
+    stupid, t0 = copy.deepcopy(smart), time.time()
+    step, (acc, per) = train_loop(stupid, pair_batches(mix, tok, cfg.batch_size, device, cfg.seed), cfg,
+                                  evaluate=lambda step: mean_accuracy(stupid, tok, data, cfg.eval_size),
+                                  eval_every=cfg.eval_every, stop=lambda result: result[0] <= hi, desc="stupid")
+    save_checkpoint(path, stupid, "stupid", step, data, ckpt["run"],
+                    extra={"corrupt_cfg": asdict(cfg), "smart_accuracy": smart_acc, "stupid_accuracy": acc})
+    print("stupid on 1..N: " + percents(per))
+    verdict = ("inside the band" if lo <= acc <= hi else "BELOW the band: stupid is too broken" if acc < lo
+               else "ABOVE the band: stupid is barely hurt")
+    print(f"stupid: {100 * acc:.1f}% on 1..{N} digits after {step} steps = "
           f"{acc / max(smart_acc, 1e-9):.2f} x smart's {100 * smart_acc:.1f}%, {verdict} "
-          f"[{cfg['band_lo']}, {cfg['band_hi']}]; wrote {path} ({time.time() - t0:.0f}s)")
+          f"[{cfg.band_lo}, {cfg.band_hi}]; wrote {path} ({time.time() - t0:.0f}s)")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -315,9 +315,10 @@ def dynamic_noise(p, rng, rate=1.0):
     return q
 
 
-def noise_from_spec(spec, seed=0):
+def noise_from_spec(spec, rng=None):
     """'none', 'static:R' (R of the CoT digits of every sample), 'lines:R' (each CoT line dropped with
-    probability R) or 'dynamic:R' (one carried error in R of the samples) -> problem -> problem, or None."""
+    probability R) or 'dynamic:R' (one carried error in R of the samples) -> problem -> problem, or None.
+    rng: the random.Random the noise draws from (its state is what a resumed run restores)."""
     if spec == "none":
         return None
     kind, _, rate = spec.partition(":")
@@ -327,7 +328,7 @@ def noise_from_spec(spec, seed=0):
         rate = -1.0
     if kind not in ("static", "lines", "dynamic") or not 0 <= rate <= 1:
         raise ValueError(f"bad noise {spec!r}: use none, static:R, lines:R or dynamic:R with 0 <= R <= 1")
-    rng = random.Random(seed)
+    rng = rng or random.Random(0)
     if kind == "static":
         return lambda p: static_noise(p, rate, rng)
     return (lambda p: drop_lines(p, rate, rng)) if kind == "lines" else (lambda p: dynamic_noise(p, rng, rate))
@@ -360,62 +361,3 @@ class CharTokenizer:
 
     def config(self):
         return {"kind": "char", "vocab": self.vocab}
-
-
-# ----------------------------------------------------------------------------- Llama 3 tokenizer (tiktoken)
-
-class LlamaTokenizer:
-    """Llama 3's tokenizer: byte-level BPE ranks from tokenizer.model (one 'base64-token rank' per
-    line) split by Llama 3's regex, then 256 special tokens numbered after the base vocabulary.
-    Special-token names are Llama 3.0's; 3.1+ renamed some reserved ones but no id moved."""
-    PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-               r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-    SPECIAL = (["<|begin_of_text|>", "<|end_of_text|>"]
-               + [f"<|reserved_special_token_{i}|>" for i in range(4)]
-               + ["<|start_header_id|>", "<|end_header_id|>", "<|reserved_special_token_4|>", "<|eot_id|>"]
-               + [f"<|reserved_special_token_{i}|>" for i in range(5, 251)])
-
-    def __init__(self, path):
-        import base64
-        import os
-        import tiktoken
-        self.path = os.path.abspath(path)
-        with open(path, "rb") as f:
-            ranks = {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in f if line.strip())}
-        if sorted(ranks.values()) != list(range(len(ranks))):   # special ids follow the ranks: no gaps
-            raise ValueError(f"{path}: BPE ranks are not 0..{len(ranks) - 1}")
-        self.special = {name: len(ranks) + i for i, name in enumerate(self.SPECIAL)}
-        self.enc = tiktoken.Encoding(os.path.basename(path), pat_str=self.PATTERN,
-                                     mergeable_ranks=ranks, special_tokens=self.special)
-        self.vocab_size = self.enc.n_vocab
-        self.bos_id = self.special["<|begin_of_text|>"]
-        self.eos_id = self.special["<|end_of_text|>"]
-        self.eot_id = self.special["<|eot_id|>"]
-        # id 8 after the base vocabulary is <|eom_id|> (end of message, tool calls) in Llama 3.1+;
-        # 3.0 never emits it (reserved), so stopping on it is right for every version.
-        self.eom_id = len(ranks) + 8
-        self.stop_ids = [self.eos_id, self.eot_id, self.eom_id]
-        self.stop_id = self.eos_id           # what a base model ends a text with
-        # 3.1+ call this one <|finetune_right_pad_id|>; never a real token, so decode() can drop it
-        self.pad_id = len(ranks) + 4
-
-    def encode(self, text, bos=False, eos=False):
-        # special-token names inside text are plain text, never control tokens
-        ids = self.enc.encode(text, allowed_special=set(), disallowed_special=())
-        return [self.bos_id] * bos + ids + [self.eos_id] * eos
-
-    def decode(self, ids):
-        return self.enc.decode([i for i in ids if i != self.pad_id])
-
-    def encode_header(self, role):
-        return [self.special["<|start_header_id|>"]] + self.encode(role) + [self.special["<|end_header_id|>"]] + self.encode("\n\n")
-
-    def encode_dialog_prompt(self, dialog):
-        """[{"role", "content"}, ...] -> ids of Llama 3's chat format, ending with an open assistant turn."""
-        ids = [self.bos_id]
-        for msg in dialog:
-            ids += self.encode_header(msg["role"]) + self.encode(msg["content"].strip()) + [self.eot_id]
-        return ids + self.encode_header("assistant")
-
-    def config(self):
-        return {"kind": "llama", "path": self.path}

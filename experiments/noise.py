@@ -13,16 +13,29 @@ test accuracy per digit length. Also trains the same model with and without a ch
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.common import pyplot, script, write_results   # noqa: E402
-from model import load_checkpoint               # noqa: E402
-from sample import tokenizer_from               # noqa: E402
-from train import cli, report_accuracy          # noqa: E402
+from common import (check_writable, eval_accuracy, load_checkpoint, log, markdown_table, opt,  # noqa: E402
+                    parse_config, percents, pyplot, results_paths, run_main, script, tokenizer_from, write_results)
+from cot_data import FORMATS, TASKS                                                           # noqa: E402
 
-DEFAULTS = dict(out_dir="out/noise", task="add", fmt="reverse", max_digits=4, steps=1000, eval_size=100,
-                dim=96, n_layers=3, ffn_hidden=384, skip_existing=False, plot=True)
+
+@dataclass
+class NoiseConfig:
+    out_dir: str = opt("out/noise", "where every run and results.{md,json,png} go")
+    task: str = opt("add", "the task of the noise conditions", choices=TASKS)
+    fmt: str = opt("reverse", "their format", choices=FORMATS)
+    max_digits: int = opt(4, "N: trained and tested on 1..N digits", lo=1)
+    steps: int = opt(1000, "training steps of every run", lo=1)
+    eval_size: int = opt(100, "test problems per length", lo=1)
+    dim: int = opt(96, "model width", lo=1)
+    n_layers: int = opt(3, "model depth", lo=1)
+    ffn_hidden: int = opt(384, "MLP width", lo=1)
+    skip_existing: bool = opt(False, "reuse runs whose checkpoint exists")
+    plot: bool = opt(True, "draw results.png (needs matplotlib)")
+
 CONDITIONS = [("clean", "none"), ("static 30%", "static:0.3"), ("static 70%", "static:0.7"),
               ("static 90%", "static:0.9"), ("lines 30%", "lines:0.3"), ("lines 50%", "lines:0.5"),
               ("dynamic 10%", "dynamic:0.1"), ("dynamic 30%", "dynamic:0.3"), ("dynamic 50%", "dynamic:0.5")]
@@ -30,15 +43,16 @@ CONDITIONS = [("clean", "none"), ("static 30%", "static:0.3"), ("static 70%", "s
 
 def run(name, cfg, task, fmt, noise):
     """Train one model (unless it exists) and measure clean accuracy per length."""
-    out = os.path.join(cfg["out_dir"], name.replace(" ", "_").replace("%", ""))
+    out = os.path.join(cfg.out_dir, name.replace(" ", "_").replace("%", ""))
     ckpt_path, t0 = os.path.join(out, "smart", "ckpt.pt"), time.time()
-    if not (cfg["skip_existing"] and os.path.exists(ckpt_path)):
-        script("train.py", dict(out_dir=out, task=task, fmt=fmt, noise=noise, max_digits=cfg["max_digits"],
-                                steps=cfg["steps"], eval_every=0, eval_size=10, eval_extra=0, dim=cfg["dim"],
-                                n_layers=cfg["n_layers"], ffn_hidden=cfg["ffn_hidden"]))
+    if not (cfg.skip_existing and os.path.exists(ckpt_path)):
+        script("train.py", dict(out_dir=out, task=task, fmt=fmt, noise=noise, max_digits=cfg.max_digits,
+                                steps=cfg.steps, eval_every=0, eval_size=10, eval_extra=0, dim=cfg.dim,
+                                n_layers=cfg.n_layers, ffn_hidden=cfg.ffn_hidden))
     seconds = time.time() - t0
-    model, ckpt = load_checkpoint(ckpt_path)
-    acc = report_accuracy(model, tokenizer_from(ckpt["data_cfg"]), ckpt["data_cfg"], cfg["eval_size"], 0, name)
+    model, _, data = load_checkpoint(ckpt_path)
+    acc = eval_accuracy(model, tokenizer_from(data), data, range(1, data.max_digits + 1), cfg.eval_size)
+    log(f"{name}: {percents(acc)}")
     acc = {str(n): a for n, a in acc.items()}
     return {"task": task, "fmt": fmt, "noise": noise, "accuracy": acc, "mean": sum(acc.values()) / len(acc),
             "seconds": round(seconds)}
@@ -59,21 +73,18 @@ def plot(results):
     return fig
 
 
-def main():
-    cfg = cli(DEFAULTS, __doc__)
-    os.makedirs(cfg["out_dir"], exist_ok=True)
-    results = {name: run(name, cfg, cfg["task"], cfg["fmt"], spec) for name, spec in CONDITIONS}
-    for name, fmt in (("mul with CoT", cfg["fmt"]), ("mul answer only", "answer")):
+def main(argv=None):
+    cfg = parse_config(NoiseConfig, __doc__, argv)
+    check_writable(*results_paths(cfg.out_dir))
+    results = {name: run(name, cfg, cfg.task, cfg.fmt, spec) for name, spec in CONDITIONS}
+    for name, fmt in (("mul with CoT", cfg.fmt), ("mul answer only", "answer")):
         results[name] = run(name, cfg, "mul", fmt, "none")
     lengths = list(results["clean"]["accuracy"])
-    lines = ["| training data | " + " | ".join(f"{n} digits" for n in lengths) + " | mean | seconds |",
-             "|---|" + "---|" * (len(lengths) + 2)]
-    for name, r in results.items():
-        lines.append(f"| {name} ({r['task']}, {r['fmt']}) | " + " | ".join(f"{100 * r['accuracy'][n]:.0f}" for n in lengths)
-                     + f" | {100 * r['mean']:.1f} | {r['seconds']} |")
-    write_results(cfg["out_dir"], "\n".join(lines) + "\n", {"config": cfg, "results": results},
-                  plot(results) if cfg["plot"] else None)
+    table = markdown_table(["training data"] + [f"{n} digits" for n in lengths] + ["mean", "seconds"],
+                           [[f"{name} ({r['task']}, {r['fmt']})"] + [f"{100 * r['accuracy'][n]:.0f}" for n in lengths]
+                            + [f"{100 * r['mean']:.1f}", r["seconds"]] for name, r in results.items()])
+    write_results(cfg.out_dir, table, {"config": asdict(cfg), "results": results}, plot(results) if cfg.plot else None)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

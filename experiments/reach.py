@@ -1,5 +1,5 @@
 """
-How far past N does each method reach? Self-labelling against the learner as labeller (issue 4).
+How far past N does each method reach? Self-labelling against the learner as labeller.
 
 Both arms start from the same smart model (and the learner of the same run) and spend the same
 training steps on the same problems. Round r = 1..R labels fresh problems of N+r digits (never an
@@ -18,36 +18,53 @@ Reach = the longest length L with >= 90% accuracy on every length 1..L, divided 
 import os
 import sys
 import time
-from collections import Counter
+from dataclasses import asdict, dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch                                                                   # noqa: E402
+import torch                                                                                     # noqa: E402
 
-from cot_data import ProblemStream, eval_exclusions, eval_set                  # noqa: E402
-from model import fail, pick_device                                            # noqa: E402
-from sample import accuracy_by_digits, correct, score, tokenizer_from          # noqa: E402
-from train import cli, load_or_fail, pair_batches, train_loop                  # noqa: E402
-from experiments.common import pyplot, write_results                           # noqa: E402
-from experiments.sweep import reach                                            # noqa: E402
+from common import (BadInput, Optim, accuracy_by_digits, check_writable, correct, eval_problems,  # noqa: E402
+                    load_checkpoint, majority, markdown_table, opt, pair_batches, parse_config, pick_device, pyplot,
+                    reach, results_paths, run_main, score, tokenizer_from, train_loop, write_results)
+from cot_data import ProblemStream, eval_exclusions                                              # noqa: E402
 
-DEFAULTS = dict(from_dir="out", out_dir="out/reach", rounds=4, problems=512, k=5, temperature=0.7, agree=4,
-                steps=300, batch_size=64, lr=5e-4, min_lr=5e-5, warmup=20, weight_decay=0.0, grad_clip=1.0,
-                eval_every=0, eval_size=50, seed=5, device="auto", plot=True)
+
+@dataclass
+class ReachConfig(Optim):
+    steps: int = 300
+    lr: float = 5e-4
+    min_lr: float = 5e-5
+    warmup: int = 20
+    weight_decay: float = 0.0
+    from_dir: str = opt("out", "the run to start from: needs FROM_DIR/smart and FROM_DIR/learner")
+    out_dir: str = opt("out/reach", "where results.{md,json,png} go")
+    rounds: int = opt(4, "rounds; round r labels problems of N + r digits", lo=1)
+    problems: int = opt(512, "fresh problems labelled per round", lo=1)
+    k: int = opt(5, "samples per problem", lo=1)
+    temperature: float = opt(0.7, "temperature of those samples", gt=0)
+    agree: int = opt(4, "keep a problem when at least this many of its k answers agree", lo=1)
+    eval_size: int = opt(50, "test problems per length", lo=1)
+    seed: int = opt(5, "random seed", lo=0)
+    device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    plot: bool = opt(True, "draw results.png (needs matplotlib)")
+
+    def check(self):
+        self.check_optim()
+        if self.agree > self.k:
+            raise BadInput(f"--agree={self.agree} cannot be more than --k={self.k}")
 
 
 def label(smart, learner, tok, problems, cfg):
     """-> [(prompt, completion)] for the problems whose k answers agree, and how many labels are right."""
-    k = cfg["k"]
-    recs = score(smart, tok, problems, temperature=cfg["temperature"], num_samples=k, seed=cfg["seed"])
+    k = cfg.k
+    recs = score(smart, tok, problems, temperature=cfg.temperature, num_samples=k, seed=cfg.seed)
     if learner is not None:   # the learner rewrites (or keeps) every one of smart's samples
         recs = correct(learner, tok, [p for p in problems for _ in range(k)], [r["completion"] for r in recs])
     out, right = [], 0
     for i, p in enumerate(problems):
-        rows = recs[i * k:(i + 1) * k]
-        votes = Counter(r["answer"] for r in rows if r["answer"] is not None).most_common(1)
-        if votes and votes[0][1] >= cfg["agree"]:
-            best = next(r for r in rows if r["answer"] == votes[0][0])
+        best, votes = majority(recs[i * k:(i + 1) * k])
+        if votes >= cfg.agree:
             out.append((p.prompt, best["completion"]))
             right += best["correct"]          # read only to report label quality, never to filter
     return out, right
@@ -62,34 +79,33 @@ def measure(smart, learner, tok, problems):
 
 
 def run_arm(arm, cfg, device):
-    smart, ckpt = load_or_fail(f"{cfg['from_dir']}/smart/ckpt.pt", ["smart"], device)
-    learner, _ = load_or_fail(f"{cfg['from_dir']}/learner/ckpt.pt", ["learner"], device)
-    d, tok = ckpt["data_cfg"], tokenizer_from(ckpt["data_cfg"])
-    N = d["max_digits"]
+    smart, ckpt, d = load_checkpoint(f"{cfg.from_dir}/smart/ckpt.pt", ["smart"], device)
+    learner, _, _ = load_checkpoint(f"{cfg.from_dir}/learner/ckpt.pt", ["learner"], device, run=ckpt["run"])
+    tok, N = tokenizer_from(d), d.max_digits
     labeller = learner if arm == "corrector" else None
-    tests = [p for n in range(1, 3 * N + 1) for p in eval_set(d["task"], n, d["fmt"], cfg["eval_size"])]
-    exclude = eval_exclusions(d["task"], 3 * N + 1)
-    truth_stream = ProblemStream(d["task"], d["fmt"], 1, N, seed=cfg["seed"], exclude=exclude)
+    tests = eval_problems(d, range(1, 3 * N + 1), cfg.eval_size)
+    exclude = eval_exclusions(d.task, 3 * N + 1)
+    truth_stream = ProblemStream(d.task, d.fmt, 1, N, seed=cfg.seed, exclude=exclude)
     rows, labels = [], []
     acc = measure(smart, learner, tok, tests)
     t0 = time.time()
     rows.append(dict(arm=arm, round=0, digits=N, kept=0, right=0, seconds=0, accuracy=acc))
     print(f"{arm} round 0: reach smart {reach(acc['smart'], N):.1f}, learner o smart {reach(acc['learner_on_smart'], N):.1f}")
-    for r in range(1, cfg["rounds"] + 1):
-        torch.manual_seed(cfg["seed"] + r)
+    for r in range(1, cfg.rounds + 1):
+        torch.manual_seed(cfg.seed + r)
         n = N + r
-        new = ProblemStream(d["task"], d["fmt"], n, n, seed=cfg["seed"] + r, exclude=exclude)
-        new_labels, right = label(smart, labeller, tok, [new.sample() for _ in range(cfg["problems"])], cfg)
+        new = ProblemStream(d.task, d.fmt, n, n, seed=cfg.seed + r, exclude=exclude)
+        new_labels, right = label(smart, labeller, tok, [new.sample() for _ in range(cfg.problems)], cfg)
         labels += new_labels
         if labels:   # nothing agreed on yet: nothing to learn from this round
             truth = [truth_stream.sample() for _ in range(len(labels))]
             examples = labels + [(p.prompt, p.completion) for p in truth]
-            train_loop(smart, pair_batches(examples, tok, cfg["batch_size"], device, seed=cfg["seed"] + r), cfg,
+            train_loop(smart, pair_batches(examples, tok, cfg.batch_size, device, seed=cfg.seed + r), cfg,
                        desc=f"{arm} round {r}")
         acc = measure(smart, learner, tok, tests)
         rows.append(dict(arm=arm, round=r, digits=n, kept=len(new_labels), right=right,
                          seconds=round(time.time() - t0), accuracy=acc))
-        print(f"{arm} round {r}: kept {len(new_labels)}/{cfg['problems']} labels at {n} digits "
+        print(f"{arm} round {r}: kept {len(new_labels)}/{cfg.problems} labels at {n} digits "
               f"({right} right); reach smart {reach(acc['smart'], N):.1f}, "
               f"learner o smart {reach(acc['learner_on_smart'], N):.1f}")
     return rows, N
@@ -97,13 +113,11 @@ def run_arm(arm, cfg, device):
 
 def table(rows, N):
     lengths = range(1, 3 * N + 1)
-    lines = ["| arm | round | labels kept (right) | model | " + " | ".join(f"{n}{'*' if n > N else ''}" for n in lengths)
-             + " | reach/N | seconds |", "|" + "---|" * (3 * N + 6)]
-    for r in rows:
-        for name, acc in r["accuracy"].items():
-            lines.append(f"| {r['arm']} | {r['round']} | {r['kept']} ({r['right']}) | {name} | "
-                         + " | ".join(f"{100 * acc[str(n)]:.0f}" for n in lengths) + f" | {reach(acc, N):.1f} | {r['seconds']} |")
-    return "\n".join(lines)
+    header = (["arm", "round", "labels kept (right)", "model"] + [f"{n}{'*' if n > N else ''}" for n in lengths]
+              + ["reach/N", "seconds"])
+    return markdown_table(header, [[r["arm"], r["round"], f"{r['kept']} ({r['right']})", name]
+                                   + [f"{100 * acc[str(n)]:.0f}" for n in lengths] + [f"{reach(acc, N):.1f}", r["seconds"]]
+                                   for r in rows for name, acc in r["accuracy"].items()])
 
 
 def plot(rows, N):
@@ -134,20 +148,18 @@ def plot(rows, N):
     return fig
 
 
-def main():
-    cfg = cli(DEFAULTS, __doc__)
-    if cfg["agree"] > cfg["k"]:
-        fail("--agree cannot be more than --k")
-    device = pick_device(cfg["device"])
-    os.makedirs(cfg["out_dir"], exist_ok=True)
+def main(argv=None):
+    cfg = parse_config(ReachConfig, __doc__, argv)
+    device = pick_device(cfg.device)
+    check_writable(*results_paths(cfg.out_dir))
     rows = []
     for arm in ("self", "corrector"):
         arm_rows, N = run_arm(arm, cfg, device)
         rows += arm_rows
-    text = (f"Reach from N={N}: {cfg['rounds']} rounds of {cfg['problems']} problems, k={cfg['k']} at "
-            f"T={cfg['temperature']}, agreement >= {cfg['agree']}, {cfg['steps']} steps per round\n\n{table(rows, N)}\n")
-    write_results(cfg["out_dir"], text, {"config": cfg, "rows": rows}, plot(rows, N) if cfg["plot"] else None)
+    text = (f"Reach from N={N}: {cfg.rounds} rounds of {cfg.problems} problems, k={cfg.k} at "
+            f"T={cfg.temperature}, agreement >= {cfg.agree}, {cfg.steps} steps per round\n\n{table(rows, N)}\n")
+    write_results(cfg.out_dir, text, {"config": asdict(cfg), "rows": rows}, plot(rows, N) if cfg.plot else None)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

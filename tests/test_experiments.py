@@ -1,18 +1,18 @@
-"""The issue-4 experiments: the format x position sweep and the reach of self-labelling vs the learner."""
+"""The studies: the format x position sweep and the reach of self-labelling vs the learner."""
 import json
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
 from conftest import ROOT, run
-from model import load_checkpoint
-from sample import score, tokenizer_from
+from common import load_checkpoint, near_miss, reach, score, tokenizer_from
 
 sys.path.insert(0, ROOT)
-from experiments.reach import label            # noqa: E402
-from experiments.sweep import near_miss, reach, smart_run   # noqa: E402
-from cot_data import ProblemStream             # noqa: E402
+from experiments.reach import ReachConfig, label           # noqa: E402
+from experiments.sweep import SweepConfig, smart_run       # noqa: E402
+from cot_data import ProblemStream                         # noqa: E402
 
 
 def test_reach_is_the_first_length_below_90_percent_over_N():
@@ -27,7 +27,7 @@ def test_near_miss_counts_wrong_digits_of_same_length_answers():
 
 
 def test_one_sweep_cell_reports_every_length_to_3N(tmp_path):
-    cfg = dict(out_dir=str(tmp_path), task="add", max_digits=2, steps=20, eval_size=4, seed=1)
+    cfg = SweepConfig(out_dir=str(tmp_path), task="add", max_digits=2, steps=20, eval_size=4, seed=1)
     r = smart_run(("compact", "rope", "small"), cfg)
     assert sorted(map(int, r["accuracy"])) == list(range(1, 7))
     assert r["params"] > 0 and r["reach"] == reach(r["accuracy"], 2)
@@ -35,18 +35,18 @@ def test_one_sweep_cell_reports_every_length_to_3N(tmp_path):
 
 
 def test_agreeing_samples_are_kept_and_labels_come_from_the_model(smart_dir):
-    model, ckpt = load_checkpoint(f"{smart_dir}/smart/ckpt.pt")
-    tok, d = tokenizer_from(ckpt["data_cfg"]), ckpt["data_cfg"]
-    stream = ProblemStream(d["task"], d["fmt"], 3, 3, seed=9)
+    model, _, d = load_checkpoint(f"{smart_dir}/smart/ckpt.pt")
+    tok = tokenizer_from(d)
+    stream = ProblemStream(d.task, d.fmt, 3, 3, seed=9)
     problems = [stream.sample() for _ in range(12)]
     # at a temperature near zero the k samples are the greedy completion k times: all agree
-    cfg = dict(k=3, agree=3, temperature=1e-6, seed=0)
+    cfg = ReachConfig(k=3, agree=3, temperature=1e-6, seed=0)
     labels, right = label(model, None, tok, problems, cfg)
     greedy = score(model, tok, problems)
     assert [c for _, c in labels] == [g["completion"] for g in greedy if g["answer"] is not None]
     assert right == sum(g["correct"] for g in greedy if g["answer"] is not None)
     torch.manual_seed(0)
-    hot, _ = label(model, None, tok, problems, dict(cfg, temperature=5.0))
+    hot, _ = label(model, None, tok, problems, replace(cfg, temperature=5.0))
     assert len(hot) < len(problems)          # at a high temperature samples disagree and are dropped
 
 

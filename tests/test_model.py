@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from cot_data import CharTokenizer, make_problem, random_operands
-from model import (GPT, CheckpointError, KVCache, ModelConfig, digit_indices, generate, load_checkpoint,
-                   save_checkpoint)
-from train import collate
+from common import CheckpointError, DataConfig, collate, load_checkpoint, save_checkpoint
+from model import GPT, KVCache, ModelConfig, digit_indices, generate
 
 
 def tiny(pos="abacus", **kw):
@@ -90,14 +89,18 @@ def test_sampling_is_seeded():
 def test_checkpoint_round_trip(tmp_path):
     m = tiny("rope")
     path = str(tmp_path / "smart" / "ckpt.pt")
-    save_checkpoint(path, m, "smart", 7, {"task": "add"}, optimizer=torch.optim.AdamW(m.parameters()))
+    data = DataConfig("add", "reverse", 3, CharTokenizer().config())
+    save_checkpoint(path, m, "smart", 7, data, "run1", optimizer=torch.optim.AdamW(m.parameters()))
     assert os.listdir(tmp_path / "smart") == ["ckpt.pt"]          # no temp file left behind
-    m2, ckpt = load_checkpoint(path, stages=["smart"])
+    m2, ckpt, data2 = load_checkpoint(path, stages=["smart"], run="run1")
     x = torch.randint(1, 40, (2, 9))
     assert torch.equal(m(x)[0], m2(x)[0])
     assert ckpt["step"] == 7 and ckpt["stage"] == "smart" and "optimizer" in ckpt and ckpt["data_cfg"]["task"] == "add"
+    assert data2 == data and ckpt["run"] == "run1"
     with pytest.raises(CheckpointError, match="stage 'smart'"):
         load_checkpoint(path, stages=["stupid"])
+    with pytest.raises(CheckpointError, match="another run"):
+        load_checkpoint(path, run="run2")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable"):
         load_checkpoint(str(tmp_path / "bad.pt"))
@@ -131,7 +134,7 @@ def test_a_runaway_digit_run_in_the_output_is_not_an_error():
 def test_the_learner_can_read_a_runaway_attempt():
     # such attempts (smart's, past N) once crashed evaluation: handed to the learner they are cut
     from cot_data import correction_prompt
-    from sample import correct
+    from common import correct
     assert correction_prompt("1+2=", "3" * 12 + "#3$", max_run=5) == "1+2=" + "3" * 5 + "#3>"
     assert correction_prompt("1+2=", "3" * 12 + "#3$") == "1+2=" + "3" * 12 + "#3>"
     m = tiny("abacus", max_digit_index=8)

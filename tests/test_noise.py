@@ -25,7 +25,7 @@ def test_noise_specs_do_what_they_say():
     assert all(q.completion.startswith("#") and check(q.task, q.fmt, q.operands, q.completion)[1] for q in lines)
     dynamic = [noise_from_spec("dynamic:1.0")(p) for p in ps]
     assert not any(check(q.task, q.fmt, q.operands, q.completion)[1] for q in dynamic)
-    noisy = noise_from_spec("dynamic:0.3", seed=1)
+    noisy = noise_from_spec("dynamic:0.3", random.Random(1))
     some = [noisy(p) for p in problems(400)]
     assert 0.2 < sum(not check(q.task, q.fmt, q.operands, q.completion)[1] for q in some) / 400 < 0.4
 

@@ -95,7 +95,7 @@ class AlwaysKeep(torch.nn.Module):
 
 def test_keep_leaves_the_attempt_as_it_is():
     from cot_data import CharTokenizer, make_problem
-    from sample import correct
+    from common import correct
     p = make_problem("add", [12, 34], "reverse")
     recs = correct(AlwaysKeep(), CharTokenizer(), [p, p], ["00;#64$", "00;#65$"])
     assert recs[0]["kept"] and recs[0]["correct"] and recs[0]["completion"] == "00;#64$"
