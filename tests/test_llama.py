@@ -2,12 +2,14 @@
 checkpoint in Meta's and Hugging Face's layouts, with logits and tokens from reference code."""
 import json
 import os
+import re
 import shutil
 
 import pytest
 import torch
 
-from model import LlamaError, _read_safetensors, generate, llama_rope_factor, load_llama
+from llama import LlamaError, LlamaTokenizer, _read_safetensors, llama_rope_factor, load_llama
+from model import generate
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "llama_tiny")
 pytestmark = pytest.mark.skipif(not os.path.isdir(SHARED), reason=f"no Llama oracle data at {SHARED}")
@@ -138,7 +140,6 @@ def test_tokenizer_reproduces_meta_ids(loaded):
     assert tok.encode_dialog_prompt(exp["chat_dialog"]) == exp["chat_ids"]
     assert tok.stop_id in tok.stop_ids and tok.eot_id in tok.stop_ids and tok.pad_id not in tok.stop_ids
     assert tok.decode([tok.pad_id, *tok.encode("ok"), tok.pad_id]) == "ok"
-    from cot_data import LlamaTokenizer
     assert LlamaTokenizer(**{k: v for k, v in tok.config().items() if k != "kind"}).encode("Q:1+1=") == tok.encode("Q:1+1=")
 
 
@@ -161,6 +162,14 @@ def test_missing_or_truncated_shard(tmp_path):
     os.remove(os.path.join(d, "model.safetensors.index.json"))
     with pytest.raises(LlamaError, match="truncated"):
         load_llama(d)
+
+
+def test_malformed_index(tmp_path):
+    d = copy_dir(shared("hf"), tmp_path / "h")
+    for index in ([1], {"weight_map": ["model.safetensors"]}, {"weight_map": {"lm_head.weight": 3}}, {}):
+        write_json(os.path.join(d, "model.safetensors.index.json"), index)
+        with pytest.raises(LlamaError, match="weight_map must be an object of tensor name -> file name"):
+            load_llama(d)
 
 
 def test_unknown_rope_type(tmp_path):
@@ -187,6 +196,104 @@ def test_missing_tensor(tmp_path):
     torch.save(sd, os.path.join(d, "consolidated.00.pth"))
     with pytest.raises(LlamaError, match="layers.1.feed_forward.w3.weight is missing"):
         load_llama(d)
+
+
+DROP = object()   # in an edit: remove the key
+ROPE = {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0, "original_max_position_embeddings": 8192,
+        "rope_theta": 500000.0, "rope_type": "llama3"}   # hf/config.json's rope_parameters
+
+
+def without(d, key):
+    return {k: v for k, v in d.items() if k != key}
+
+
+BAD_CONFIGS = [   # (layout, keys to set in params.json / config.json, or what replaces the whole file; message)
+    ("meta", [64, 2, 4], "params.json is not a JSON object"),
+    ("meta", {"n_heads": 0}, "params.json: n_heads must be a positive integer, not 0"),
+    ("meta", {"n_heads": "4"}, "n_heads must be a positive integer, not '4'"),
+    ("meta", {"n_heads": None}, "n_heads must be a positive integer, not None"),
+    ("meta", {"n_heads": DROP}, "params.json lacks n_heads"),
+    ("meta", {"dim": 64.0}, "dim must be a positive integer, not 64.0"),
+    ("meta", {"dim": -64}, "dim must be a positive integer, not -64"),
+    ("meta", {"dim": 0}, "dim must be a positive integer, not 0"),
+    ("meta", {"n_layers": 0}, "n_layers must be a positive integer, not 0"),
+    ("meta", {"n_layers": True}, "n_layers must be a positive integer, not True"),
+    ("meta", {"vocab_size": -1}, "vocab_size must be a positive integer, not -1"),
+    ("meta", {"vocab_size": DROP}, "params.json lacks vocab_size"),
+    ("meta", {"multiple_of": 0}, "multiple_of must be a positive integer, not 0"),
+    ("meta", {"ffn_dim_multiplier": "1.3"}, "ffn_dim_multiplier must be a positive number, not '1.3'"),
+    ("meta", {"norm_eps": -1e-5}, "norm_eps must be a positive number, not -1e-05"),
+    ("meta", {"rope_theta": float("nan")}, "rope_theta must be a positive number, not nan"),
+    ("meta", {"dim": 2**40}, "dim 1099511627776 is implausibly large"),
+    ("meta", {"rope_theta": float("inf")}, "rope_theta inf is implausibly large"),
+    ("meta", {"n_layers": 3}, "params.json says 3 layers but the weights hold 2"),
+    ("meta", {"n_kv_heads": 0}, "n_kv_heads must be a positive integer, not 0"),
+    ("meta", {"n_kv_heads": 3}, "params.json: n_kv_heads 3 does not divide n_heads 4"),
+    ("meta", {"n_kv_heads": 8}, "n_kv_heads 8 does not divide n_heads 4"),
+    ("meta", {"n_heads": 5}, "params.json: dim 64 is not divisible by n_heads 5"),
+    ("meta", {"n_heads": 64, "n_kv_heads": 64}, "the head size dim / n_heads = 1 is odd"),
+    ("meta", {"use_scaled_rope": "yes"}, "use_scaled_rope must be true or false, not 'yes'"),
+    ("meta", {"rope_scaling_factor": 0}, "rope_scaling_factor must be a positive number, not 0"),
+    ("hf", ["LlamaForCausalLM"], "config.json is not a JSON object"),
+    ("hf", {"num_attention_heads": 0}, "config.json: num_attention_heads must be a positive integer, not 0"),
+    ("hf", {"hidden_size": "64"}, "hidden_size must be a positive integer, not '64'"),
+    ("hf", {"num_hidden_layers": None}, "num_hidden_layers must be a positive integer, not None"),
+    ("hf", {"intermediate_size": 224.0}, "intermediate_size must be a positive integer, not 224.0"),
+    ("hf", {"vocab_size": 0}, "vocab_size must be a positive integer, not 0"),
+    ("hf", {"rms_norm_eps": 0}, "rms_norm_eps must be a positive number, not 0"),
+    ("hf", {"max_position_embeddings": "131072"}, "max_position_embeddings must be a positive integer, not '131072'"),
+    ("hf", {"num_key_value_heads": 3}, "num_key_value_heads 3 does not divide num_attention_heads 4"),
+    ("hf", {"num_attention_heads": 3, "num_key_value_heads": 1},
+     "hidden_size 64 is not divisible by num_attention_heads 3"),
+    # would load and compute wrong logits: this model derives the head size from the two
+    ("hf", {"head_dim": 32}, "config.json: head_dim 32 contradicts hidden_size / num_attention_heads = 16"),
+    ("hf", {"rope_parameters": [8.0]}, "config.json: rope_parameters must be an object, not [8.0]"),
+    ("hf", {"rope_parameters": "llama3"}, "rope_parameters must be an object, not 'llama3'"),
+    ("hf", {"rope_parameters": without(ROPE, "factor")}, "config.json rope_parameters lacks factor"),
+    ("hf", {"rope_parameters": {**ROPE, "factor": None}}, "rope_parameters: factor must be a positive number, not None"),
+    ("hf", {"rope_parameters": {**ROPE, "factor": "8"}}, "rope_parameters: factor must be a positive number, not '8'"),
+    ("hf", {"rope_parameters": without(ROPE, "original_max_position_embeddings")},
+     "rope_parameters lacks original_max_position_embeddings"),
+    ("hf", {"rope_parameters": {**ROPE, "high_freq_factor": 1.0}}, "high_freq_factor 1.0 must exceed low_freq_factor 1.0"),
+    ("hf", {"rope_parameters": DROP, "rope_scaling": without(ROPE, "factor")},
+     "config.json rope_scaling lacks factor"),
+    ("hf", {"rope_parameters": DROP, "rope_scaling": 8.0}, "config.json: rope_scaling must be an object, not 8.0"),
+]
+
+
+@pytest.mark.parametrize("layout, edit, message", BAD_CONFIGS, ids=[f"{l}-{m}" for l, _, m in BAD_CONFIGS])
+def test_malformed_config(tmp_path, layout, edit, message):
+    d = copy_dir(shared(layout), tmp_path / layout)
+    path = os.path.join(d, "params.json" if layout == "meta" else "config.json")
+    conf = edit if isinstance(edit, list) else {**read_json(path), **edit}
+    write_json(path, {k: v for k, v in conf.items() if v is not DROP} if isinstance(conf, dict) else conf)
+    with pytest.raises(LlamaError, match=re.escape(message)):
+        load_llama(d)
+
+
+BAD_HEADERS = [   # (safetensors header, message); the file holds 64 bytes of data after it
+    ([1, 2], "header is not a JSON object"),
+    ({"w": [1, 2]}, "header entry w needs dtype, shape and data_offsets"),
+    ({"w": {"dtype": "F32", "shape": [4]}}, "header entry w needs dtype, shape and data_offsets"),
+    ({"w": {"shape": [4], "data_offsets": [0, 16]}}, "header entry w needs dtype, shape and data_offsets"),
+    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0]}}, "header entry w needs dtype"),
+    ({"w": {"dtype": "I64", "shape": [4], "data_offsets": [0, 32]}}, "w is 'I64'; only F32, F16, BF16"),
+    ({"w": {"dtype": ["F32"], "shape": [4], "data_offsets": [0, 16]}}, "w is ['F32']"),
+    ({"w": {"dtype": "F32", "shape": 4, "data_offsets": [0, 16]}}, "w has shape 4, not a list of sizes"),
+    ({"w": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}}, "w has shape [-4]"),
+    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}}, "w has data_offsets [0, 12], which do not hold 4 F32"),
+    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [-16, 0]}}, "w has data_offsets [-16, 0]"),
+    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": ["0", "16"]}}, "w has data_offsets ['0', '16']"),
+    ({"w": {"dtype": "F32", "shape": [32], "data_offsets": [0, 128]}}, "truncated: w ends past the end"),
+]
+
+
+@pytest.mark.parametrize("header, message", BAD_HEADERS, ids=[m for _, m in BAD_HEADERS])
+def test_malformed_safetensors_header(tmp_path, header, message):
+    h = json.dumps(header).encode()
+    (tmp_path / "model.safetensors").write_bytes(len(h).to_bytes(8, "little") + h + bytes(64))
+    with pytest.raises(LlamaError, match=re.escape(message)):
+        _read_safetensors(str(tmp_path / "model.safetensors"))
 
 
 def test_llama_as_the_smart_model_through_the_scripts(tmp_path):
