@@ -96,7 +96,8 @@ def parse_config(cls, doc, argv=None):
     config's own check() for options that must agree) before anything else happens."""
     ap = _Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     types = {bool: strict_bool, int: int, float: finite_float, str: str}
-    for f in fields(cls):
+    optim = {f.name for f in fields(Optim)}
+    for f in sorted(fields(cls), key=lambda f: f.name in optim):   # the stage's own options first
         m, default = _meta(cls, f.name), f.default if f.default is not MISSING else None
         kind = f.type if isinstance(f.type, type) else type(default)
         extra = f" (one of: {', '.join(m['choices'])})" if m.get("choices") else ""
@@ -129,8 +130,8 @@ def check_fields(cfg):
 @dataclass
 class Optim:
     """The training loop's options; each stage that trains takes them, with its own defaults."""
-    steps: int = opt(1800, "optimizer steps", lo=1)
-    batch_size: int = opt(64, "problems per step", lo=1)
+    steps: int = opt(1800, "optimizer steps (one batch each)", lo=1)
+    batch_size: int = opt(64, "examples per optimizer step", lo=1)
     lr: float = opt(2e-3, "peak learning rate (AdamW)", gt=0)
     min_lr: float = opt(2e-4, "learning rate at the end of the cosine decay", lo=0)
     warmup: int = opt(100, "steps of linear warmup", lo=0)
@@ -322,8 +323,11 @@ def train_loop(model, get_batch, cfg, optimizer=None, start_step=0, evaluate=Non
 
 
 def finetune(model, examples, cfg, tok, device, desc, seed):
-    """A fine-tuned copy of `model` (the model given is left as it is) on (prompt, completion) texts."""
+    """A fine-tuned copy of `model` (the model given is left as it is) on (prompt, completion) texts.
+    Its randomness (batches, abacus offsets) comes from `seed` alone, so a model does not depend on
+    what was trained before it: the learner and the controls can be compared and rerun one by one."""
     model = copy.deepcopy(model)
+    torch.manual_seed(seed)
     train_loop(model, pair_batches(examples, tok, cfg.batch_size, device, seed), cfg, desc=desc)
     return model
 
@@ -451,6 +455,14 @@ def majority(rows):
     if not votes:
         return None, 0
     return next(r for r in rows if r["answer"] == votes[0][0]), votes[0][1]
+
+
+def mistake_anatomy(recs, task, fmt):
+    """The share of wrong records of each kind (cot_data.mistake_kinds), and how many are wrong."""
+    from cot_data import MISTAKES, mistake_kinds
+    wrong = [r for r in recs if not r["correct"]]
+    kinds = Counter(k for r in wrong for k in mistake_kinds(task, fmt, r["operands"], r["completion"]))
+    return {"wrong": len(wrong), **{k: kinds[k] / max(1, len(wrong)) for k in MISTAKES}}
 
 
 def reach(acc, N):

@@ -205,6 +205,30 @@ def check(task, fmt, ops, completion):
     return answer, answer == truth(task, ops)
 
 
+MISTAKES = ("cot_wrong", "answer_wrong", "wrong_length", "near_miss", "no_answer")
+
+
+def mistake_kinds(task, fmt, ops, completion):
+    """Why a completion is wrong, for the error anatomy: where the mistake is (cot_wrong: its chain of
+    thought differs from the one recomputed from the operands; answer_wrong: the chain is right,
+    the answer is not) and what the answer looks like (no_answer; wrong_length; near_miss: the right
+    length with one or two wrong digits). -> a set of kinds, empty for a right completion."""
+    answer, ok = check(task, fmt, ops, completion)
+    if ok:
+        return set()
+    cot = completion.rsplit("#", 1)[0] if "#" in completion else completion.rstrip("$")
+    right_cot = make_problem(task, ops, fmt).completion.rsplit("#", 1)[0]
+    kinds = {"cot_wrong" if cot != right_cot else "answer_wrong"}
+    right = truth(task, ops)
+    if answer is None:
+        kinds.add("no_answer")
+    elif len(answer) != len(right):
+        kinds.add("wrong_length")
+    elif sum(a != b for a, b in zip(answer, right)) <= 2:
+        kinds.add("near_miss")
+    return kinds
+
+
 # ----------------------------------------------------------------------------- data sets
 
 def _seed(*parts):

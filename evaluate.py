@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import torch
 
 from common import (accuracy_by_digits, check_room, check_writable, correct, eval_problems, load_checkpoint,
-                    majority, markdown_table, opt, parse_config, pick_device, pyplot, results_paths, run_main,
-                    score, tokenizer_from, write_results)
+                    majority, markdown_table, mistake_anatomy, opt, parse_config, pick_device, pyplot, results_paths,
+                    run_main, score, tokenizer_from, write_results)
+from cot_data import MISTAKES
 
 PLAIN_MODELS = ["smart", "stupid", "learner", "expert_iteration", "learner_no_attempt"]
 CONTROLS = ("expert_iteration", "learner_no_attempt")
@@ -76,6 +77,14 @@ def verdict_lines(v, N, longest):
     return lines
 
 
+def anatomy_table(anatomy):
+    """Why each model's answers past N are wrong: shares of its wrong answers by kind."""
+    header = ["model", "wrong past N", "chain of thought wrong", "chain right, answer wrong", "wrong length",
+              "near miss (1-2 digits)", "no answer"]
+    return markdown_table(header, [[name, a["wrong"]] + [f"{100 * a[k]:.0f}%" for k in MISTAKES]
+                                   for name, a in anatomy.items()])
+
+
 def plot(results, lengths, N):
     """Left: the test (smart, the learner handed smart's output, the two controls). Right: the rest."""
     plt = pyplot()
@@ -131,11 +140,15 @@ def main(argv=None):
                                             "records": recs, "note": f"{cfg.k} samples at T={cfg.k_temperature}"}
 
     v = verdict(results, N)
+    v["anatomy"] = {name: mistake_anatomy([x for x in r["records"] if x["digits"] > N], data.task, data.fmt)
+                    for name, r in results.items()}
     table = markdown_table(["model"] + [f"{n}{'*' if n > N else ''}" for n in lengths],
                            [[name] + [f"{100 * r['accuracy'].get(str(n), float('nan')):.0f}" for n in lengths]
                             for name, r in results.items()])
     text = (f"{data.task}, trained on 1..{N} digits (* = longer than trained), exact-match %:\n\n{table}\n\n"
-            + "\n".join(verdict_lines(v, N, lengths[-1])))
+            + "\n".join(verdict_lines(v, N, lengths[-1]))
+            + f"\n\nWhy the answers past {N} digits are wrong (share of each model's wrong answers):"
+            f"\n\n{anatomy_table(v['anatomy'])}")
     write_results(out, text, {"trained_max_digits": N, "task": data.task, "fmt": data.fmt, "verdict": v,
                               "models": results}, plot(results, lengths, N) if cfg.plot else None)
 

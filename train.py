@@ -25,7 +25,7 @@ from model import GPT, ModelConfig
 @dataclass
 class TrainConfig(Optim):
     out_dir: str = opt("out", "output root; smart is written to OUT_DIR/smart/ckpt.pt")
-    task: str = opt("add", "the task", choices=TASKS)
+    task: str = opt("add", "the problems: addition, multiplication by a digit, sorting, median or gcd", choices=TASKS)
     fmt: str = opt("reverse", "how problems and chains of thought are written (cot_data.py)", choices=FORMATS)
     max_digits: int = opt(8, "N: smart is trained on 1..N digits", lo=1)
     eval_every: int = opt(900, "report accuracy and save every this many steps (0: at the end only)", lo=0)
@@ -39,13 +39,13 @@ class TrainConfig(Optim):
     # The model (ModelConfig in model.py). reverse + abacus with a random offset is the only pair in
     # experiments/sweep.py that scores above 20% one digit past N (README).
     dim: int = opt(128, "width of the residual stream", lo=1)
-    n_layers: int = opt(4, "transformer blocks", lo=1)
+    n_layers: int = opt(4, "transformer blocks (depth)", lo=1)
     n_heads: int = opt(4, "attention heads (must divide dim)", lo=1)
     n_kv_heads: int = opt(4, "key/value heads (must divide n_heads; fewer = grouped-query attention)", lo=1)
     ffn_hidden: int = opt(512, "hidden width of the MLP", lo=1)
-    mlp: str = opt("gelu", "MLP kind", choices=("gelu", "swiglu"))
-    norm: str = opt("layernorm", "normalisation", choices=("layernorm", "rmsnorm"))
-    pos: str = opt("abacus", "position signal", choices=("learned", "rope", "none", "abacus"))
+    mlp: str = opt("gelu", "MLP: gelu (nanoGPT) or swiglu (Llama)", choices=("gelu", "swiglu"))
+    norm: str = opt("layernorm", "normalisation: layernorm (nanoGPT) or rmsnorm (Llama)", choices=("layernorm", "rmsnorm"))
+    pos: str = opt("abacus", "positions: learned table, rope, none, or abacus (each digit's index in its number)", choices=("learned", "rope", "none", "abacus"))
     block_size: int = opt(256, "longest sequence in tokens (prompt + generation)", lo=2)
     max_digit_index: int = opt(64, "abacus: the longest number the model can index", lo=2)
     abacus_offset: int = opt(20, "abacus: random shift of digit indices in training, so long ones get trained", lo=0)

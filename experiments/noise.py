@@ -26,13 +26,13 @@ from cot_data import FORMATS, TASKS                                             
 class NoiseConfig:
     out_dir: str = opt("out/noise", "where every run and results.{md,json,png} go")
     task: str = opt("add", "the task of the noise conditions", choices=TASKS)
-    fmt: str = opt("reverse", "their format", choices=FORMATS)
+    fmt: str = opt("reverse", "the format of the noise conditions", choices=FORMATS)
     max_digits: int = opt(4, "N: trained and tested on 1..N digits", lo=1)
     steps: int = opt(1000, "training steps of every run", lo=1)
     eval_size: int = opt(100, "test problems per length", lo=1)
-    dim: int = opt(96, "model width", lo=1)
-    n_layers: int = opt(3, "model depth", lo=1)
-    ffn_hidden: int = opt(384, "MLP width", lo=1)
+    dim: int = opt(96, "width of every model", lo=1)
+    n_layers: int = opt(3, "layers of every model", lo=1)
+    ffn_hidden: int = opt(384, "MLP hidden width of every model", lo=1)
     skip_existing: bool = opt(False, "reuse runs whose checkpoint exists")
     plot: bool = opt(True, "draw results.png (needs matplotlib)")
 

@@ -41,7 +41,7 @@ class ReachConfig(Optim):
     out_dir: str = opt("out/reach", "where results.{md,json,png} go")
     rounds: int = opt(4, "rounds; round r labels problems of N + r digits", lo=1)
     problems: int = opt(512, "fresh problems labelled per round", lo=1)
-    k: int = opt(5, "samples per problem", lo=1)
+    k: int = opt(5, "samples of smart per problem (votes)", lo=1)
     temperature: float = opt(0.7, "temperature of those samples", gt=0)
     agree: int = opt(4, "keep a problem when at least this many of its k answers agree", lo=1)
     eval_size: int = opt(50, "test problems per length", lo=1)

@@ -32,7 +32,7 @@ from cot_data import TASKS                                                      
 @dataclass
 class SweepConfig:
     out_dir: str = opt("out/sweep", "where every run and results.{md,json,png} go")
-    task: str = opt("add", "the task", choices=TASKS)
+    task: str = opt("add", "the task of every smart in the sweep", choices=TASKS)
     max_digits: int = opt(5, "N: smart is trained on 1..N digits and tested on 1..3N", lo=1)
     steps: int = opt(1000, "training steps of every smart", lo=1)
     eval_size: int = opt(50, "test problems per length", lo=1)

@@ -1,4 +1,6 @@
 """The scripts as a user runs them: --help, and one-line errors with exit code 2 for bad input."""
+import os
+
 import pytest
 import torch
 
@@ -81,3 +83,36 @@ def test_sample_prompt_too_long(smart_dir):
     assert "longer than the model supports" in err
     err = one_line_error(run("sample.py", f"--ckpt={smart_dir}/smart/ckpt.pt", "--prompt=" + "1+" * 200 + "1="))
     assert "longer than the model supports" in err
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_resume_reproduces_the_run(tmp_path, monkeypatch, capsys):
+    """Stopped by Ctrl-C at step 15, a run keeps its step-10 checkpoint; resumed, it ends with exactly
+    the weights of a run that was never stopped (noise included: its random state is saved too)."""
+    import train
+    from common import run_main
+    args = [*TINY, "--max_digits=2", "--steps=20", "--eval_every=10", "--eval_size=2", "--eval_extra=0",
+            "--noise=dynamic:0.3"]
+    run_main(train.main, [f"--out_dir={tmp_path}/a", *args])
+    stream_batches = train.stream_batches
+
+    def interrupted_at_15(*a, **kw):
+        get_batch = stream_batches(*a, **kw)
+        def batch(step):
+            if step == 15:
+                raise KeyboardInterrupt
+            return get_batch(step)
+        return batch
+    monkeypatch.setattr(train, "stream_batches", interrupted_at_15)
+    with pytest.raises(SystemExit) as e:
+        run_main(train.main, [f"--out_dir={tmp_path}/b", *args])
+    assert e.value.code == 130
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("interrupted") and "Traceback" not in err[0]
+    stopped = torch.load(f"{tmp_path}/b/smart/ckpt.pt", weights_only=False)
+    assert stopped["step"] == 10
+    assert not [f for f in os.listdir(f"{tmp_path}/b/smart") if f != "ckpt.pt"]     # no half-written file
+    monkeypatch.undo()
+    run_main(train.main, [f"--out_dir={tmp_path}/b", *args, "--resume"])
+    a, b = (torch.load(f"{tmp_path}/{d}/smart/ckpt.pt", weights_only=False) for d in "ab")
+    assert b["step"] == a["step"] == 20 and b["run"] == stopped["run"]     # resuming keeps the run's identity
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -148,3 +148,32 @@ def test_compact_steps_have_a_fixed_size():
     p = make_problem("add", [987, 456], "compact", 3)
     steps = p.completion.split("#")[0].split(";")[:-1]
     assert steps == ["760>31", "851>41", "941>41"] and p.prompt == "789+654="
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_mistake_kinds_on_every_task_and_format(task, fmt):
+    from cot_data import mistake_kinds
+    rng = random.Random(7)
+    n = 3 if fmt != "hints" else 2
+    p = make_problem(task, random_operands(task, n, rng), fmt)
+    assert mistake_kinds(task, fmt, p.operands, p.completion) == set()
+    cot, answer = p.completion[:-1].rsplit("#", 1)
+    digits = [i for i, c in enumerate(answer) if c.isdigit()]
+    # one answer digit off, the chain of thought untouched: a near miss of a right chain
+    i = digits[0] if fmt == "plain" else digits[-1] if task != "sort" else digits[0]
+    slip = answer[:i] + str((int(answer[i]) + 1) % 10) + answer[i + 1:]
+    kinds = mistake_kinds(task, fmt, p.operands, cot + "#" + slip + "$")
+    if kinds:   # (a slip on a leading zero of a reversed answer leaves the number as it is)
+        assert kinds == {"answer_wrong", "near_miss"} or kinds == {"answer_wrong", "wrong_length"}
+    # an extra digit: the wrong length
+    longer = answer + "7" if fmt in ("plain", "answer") or task == "sort" else "7" + answer
+    assert "wrong_length" in mistake_kinds(task, fmt, p.operands, cot + "#" + longer + "$")
+    # a step of the chain of thought broken, the right answer kept: not a mistake of the answer...
+    if fmt != "answer":
+        j = next(i for i, c in enumerate(cot) if c.isdigit())
+        broken = cot[:j] + str((int(cot[j]) + 1) % 10) + cot[j + 1:]
+        assert mistake_kinds(task, fmt, p.operands, broken + "#" + answer + "$") == set()
+        # ...and with a wrong answer it is a chain-of-thought mistake
+        assert "cot_wrong" in mistake_kinds(task, fmt, p.operands, broken + "#" + longer + "$")
+    assert mistake_kinds(task, fmt, p.operands, cot + "$") == {"answer_wrong", "no_answer"}

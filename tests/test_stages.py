@@ -62,6 +62,12 @@ def test_results_json_rescores(pipeline):
     assert os.path.exists(pipeline / "results.md")
     table = (pipeline / "results.md").read_text()
     assert "| smart |" in table and "learner_on_smart" in table
+    # the error anatomy: every model's wrong answers past N, by kind
+    wrong = [r for r in d["models"]["smart"]["records"] if r["digits"] > 2 and not r["correct"]]
+    anatomy = d["verdict"]["anatomy"]["smart"]
+    assert anatomy["wrong"] == len(wrong) and "Why the answers past 2 digits are wrong" in table
+    if wrong:
+        assert anatomy["cot_wrong"] + anatomy["answer_wrong"] == pytest.approx(1.0)
 
 
 def test_stages_refuse_bad_checkpoints(smart_dir, tmp_path):
@@ -109,3 +115,19 @@ def test_self_pairs_train_again_on_the_learners_own_mistakes(pipeline, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "self pairs: the learner was wrong on" in r.stdout
     assert (tmp_path / "learner" / "ckpt.pt").exists() and not (tmp_path / "expert_iteration").exists()
+
+
+def test_finetune_returns_a_copy_that_depends_on_its_seed_alone(smart_dir):
+    from common import Optim, finetune, load_checkpoint, tokenizer_from
+    from cot_data import eval_set
+    model, _, data = load_checkpoint(f"{smart_dir}/smart/ckpt.pt")
+    tok, before = tokenizer_from(data), {k: v.clone() for k, v in model.state_dict().items()}
+    examples = [(p.prompt, p.completion) for p in eval_set("add", 2, "reverse", 10)]
+    cfg = Optim(steps=3, batch_size=4, warmup=1)
+    a = finetune(model, examples, cfg, tok, "cpu", "a", seed=1)
+    torch.rand(1000)                       # other work in between draws random numbers
+    b = finetune(model, examples, cfg, tok, "cpu", "b", seed=1)
+    c = finetune(model, examples, cfg, tok, "cpu", "c", seed=2)
+    same = lambda m1, m2: all(torch.equal(x, y) for x, y in zip(m1.state_dict().values(), m2.state_dict().values()))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())    # the model given is untouched
+    assert same(a, b) and not same(a, model) and not same(a, c)

@@ -1,0 +1,153 @@
+"""Bad input to every script, as a new user would type it: exit code 2, one line 'error: ...', no
+traceback, and no file written or changed. Each script's main() runs in this process through the
+same run_main() its command line uses, so the table stays fast."""
+import hashlib
+import importlib
+import os
+import shutil
+
+import pytest
+import torch
+
+from common import run_main
+from conftest import TINY
+
+# a run that is accepted by mistake must still end in seconds, not train the default model
+QUICK_TRAIN = [*TINY, "--max_digits=2", "--steps=2", "--eval_size=2", "--eval_extra=1"]
+
+CASES = {
+    "train.py": [
+        "--steps=0", "--steps=-5", "--steps=abc", "--steps=2.5", "--batch_size=0", "--lr=nan", "--lr=inf", "--lr=0",
+        "--lr=-1", "--grad_clip=-1", "--grad_clip=0", "--min_lr=1", "--warmup=-1", "--weight_decay=-0.1",
+        "--eval_size=0", "--eval_extra=-1", "--eval_every=-1", "--max_digits=0", "--seed=-1", "--task=division",
+        "--fmt=foo", "--pos=foo", "--mlp=foo", "--norm=foo", "--n_heads=3", "--n_kv_heads=0", "--dim=0",
+        "--block_size=1", "--resume=ture", "--noise=loud", "--noise=static:2", "--noise=dynamic:x",
+        "--init_from=foo", "--init_from=llama:/nonexistent", "--device=tpu", "--max_digits=60", "--fmt=plain --max_digits=8 --eval_extra=4",
+        "--fmt=hints --max_digits=30", "--block_size=20", "--unknown=1", "--resume --steps=1",
+        "--pos=rope --dim=30 --n_heads=2 --n_kv_heads=2",
+    ],
+    "sample.py": [
+        "--ckpt={out}/nope.pt", "--ckpt={out}/learner/pairs.jsonl", "--temperature=-1", "--num_samples=0", "--num=0",
+        "--top_k=0", "--digits=0", "--digits=100", "--prompt=12+3é=", "--prompt=" + "1" * 70 + "+1=",
+        "--prompt=" + "1+" * 200 + "1=", "--prompt_file=/nonexistent", "--prompt=1+1= --max_new_tokens=1000",
+        "--init_from=foo", "--init_from=llama:/nonexistent", "--quiet=maybe", "--device=tpu", "--seed=x",
+    ],
+    "corrupt.py": [
+        "--band_lo=0.9 --band_hi=0.1", "--band_hi=1.5", "--wrong_frac=0", "--wrong_frac=1.5", "--temperature=0",
+        "--noise=loud", "--problems=0", "--samples=0", "--eval_every=0", "--steps=0", "--static_rate=2",
+        "--lr=nan", "--out_dir={out}/empty",
+    ],
+    "improve.py": [
+        "--keep_right=1", "--near_miss=1", "--replay=-0.1", "--attempts=0", "--keep=maybe", "--controls=ture",
+        "--self_steps=0", "--self_pairs=2", "--attempt_temperature=-1", "--problems=0", "--batch_size=0",
+        "--out_dir={out}/empty",
+    ],
+    "evaluate.py": [
+        "--extra=-3", "--extra=0", "--k=0", "--rounds=0", "--rounds=-1", "--eval_size=0", "--k_temperature=0",
+        "--extra=100", "--plot=maybe", "--out_dir={out}/empty",
+    ],
+    "experiments/sweep.py": ["--parts=xyz", "--parts=", "--only=reverse-nope", "--jobs=0", "--max_digits=0"],
+    "experiments/reach.py": ["--rounds=-1", "--k=2 --agree=3", "--from_dir={out}/empty", "--temperature=0"],
+    "experiments/noise.py": ["--steps=0", "--task=division", "--eval_size=-1"],
+}
+EXTRA_ARGS = {"train.py": QUICK_TRAIN}
+
+
+def module_of(script):
+    return importlib.import_module(script[:-3].replace("/", "."))
+
+
+def snapshot(root):
+    """Every file below root with a hash of its bytes."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            path = os.path.join(d, f)
+            with open(path, "rb") as fh:
+                out[path] = hashlib.sha1(fh.read()).hexdigest()
+    return out
+
+
+def expect_one_line_error(script, argv, capsys, watched):
+    before = snapshot(watched)
+    with pytest.raises(SystemExit) as e:
+        run_main(module_of(script).main, argv)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert e.value.code == 2, (script, argv, err)
+    assert len(err) == 1 and err[0].startswith("error:"), (script, argv, err)
+    assert snapshot(watched) == before, f"{script} {argv} changed files"
+    return err[0]
+
+
+@pytest.fixture
+def out(pipeline, tmp_path):
+    """A writable copy of a whole tiny run (smart, stupid, learner, controls, results)."""
+    shutil.copytree(pipeline, tmp_path / "out")
+    (tmp_path / "out" / "empty").mkdir()
+    return tmp_path / "out"
+
+
+@pytest.mark.parametrize("script,bad", [(s, b) for s, bads in CASES.items() for b in bads])
+def test_bad_input_is_one_line_and_changes_nothing(script, bad, out, capsys):
+    if "--device=" in bad and torch.cuda.is_available():
+        pytest.skip("a machine with a GPU has more devices")
+    argv = [f"--out_dir={out}"] if script not in ("sample.py", "experiments/reach.py") else []
+    if script == "sample.py":
+        argv = [f"--ckpt={out}/smart/ckpt.pt"]
+    if script == "experiments/reach.py":
+        argv = [f"--from_dir={out}", f"--out_dir={out}/reach"]
+    argv += EXTRA_ARGS.get(script, []) + bad.format(out=out).split(" ")
+    expect_one_line_error(script, argv, capsys, out)
+
+
+def set_run(path, run):
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["run"] = run
+    torch.save(ckpt, path)
+
+
+def test_stages_refuse_checkpoints_of_another_run(out, capsys):
+    set_run(out / "learner" / "ckpt.pt", "another")
+    assert "another run" in expect_one_line_error("evaluate.py", [f"--out_dir={out}"], capsys, out)
+    assert "another run" in expect_one_line_error("experiments/reach.py", [f"--from_dir={out}", f"--out_dir={out}/r"],
+                                                  capsys, out)
+    set_run(out / "stupid" / "ckpt.pt", "another")
+    assert "another run" in expect_one_line_error("improve.py", [f"--out_dir={out}"], capsys, out)
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_the_work(out, tmp_path, capsys):
+    os.remove(out / "results.md")
+    (out / "results.md").mkdir()           # a folder where results.md belongs
+    assert "folder" in expect_one_line_error("evaluate.py", [f"--out_dir={out}"], capsys, out)
+    (tmp_path / "a_file").write_text("x")
+    err = expect_one_line_error("train.py", [f"--out_dir={tmp_path}/a_file", *QUICK_TRAIN], capsys, tmp_path)
+    assert "not a writable folder" in err
+    os.remove(out / "learner" / "pairs.jsonl")
+    (out / "learner" / "pairs.jsonl").mkdir()
+    assert "folder" in expect_one_line_error("improve.py", [f"--out_dir={out}"], capsys, out)
+
+
+def test_a_checkpoint_of_the_wrong_stage_is_refused(out, capsys):
+    shutil.copy(out / "learner" / "ckpt.pt", out / "smart" / "ckpt.pt")
+    assert "stage 'learner'" in expect_one_line_error("corrupt.py", [f"--out_dir={out}"], capsys, out)
+    assert "stage 'learner'" in expect_one_line_error("train.py", [f"--out_dir={out}", "--resume", *QUICK_TRAIN,
+                                                                   "--steps=500"], capsys, out)
+
+
+def test_every_option_says_what_it_does():
+    from dataclasses import fields
+
+    from common import _meta
+    configs = [module_of(s) for s in CASES]
+    for mod in configs:
+        for cls in vars(mod).values():
+            if isinstance(cls, type) and cls.__name__.endswith("Config") and cls.__module__ == mod.__name__:
+                for f in fields(cls):
+                    assert len(_meta(cls, f.name).get("help", "")) > 10, (cls.__name__, f.name)
+
+
+@pytest.mark.parametrize("text,value", [("1", True), ("true", True), ("yes", True), ("0", False), ("False", False),
+                                        ("no", False)])
+def test_booleans_are_strict(text, value):
+    from common import strict_bool
+    assert strict_bool(text) is value
