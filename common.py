@@ -417,10 +417,11 @@ def check_room(model, tok, problems):
                            f"(max_digit_index {model.cfg.max_digit_index})")
 
 
-def correct(model, tok, problems, attempts, **kw):
+def correct(model, tok, problems, attempts, target="solution", **kw):
     """Hand the learner an attempt (a completion) at each problem; its answer replaces the attempt,
-    unless the answer is KEEP, which keeps the attempt (the record then says kept)."""
-    from cot_data import KEEP, check, correction_prompt
+    unless the answer is KEEP, which keeps the attempt (the record then says kept). A learner whose
+    target is "answer" writes only the answer: the program keeps the attempt's chain of thought."""
+    from cot_data import KEEP, chain_of, check, correction_prompt
     room = model.cfg.block_size - max_new_for(problems) - 1    # 1 for a Llama tokenizer's BOS
     prompts = [correction_prompt(p.prompt, a, model.cfg.max_digit_index - 1, room) for p, a in zip(problems, attempts)]
     recs = score(model, tok, problems, prompts=prompts, **kw)
@@ -428,6 +429,10 @@ def correct(model, tok, problems, attempts, **kw):
         if r["completion"] == KEEP:
             answer, ok = check(p.task, p.fmt, p.operands, a)
             r.update(completion=a, answer=answer, correct=ok, kept=True)
+        elif target == "answer":
+            full = chain_of(a) + r["completion"]
+            answer, ok = check(p.task, p.fmt, p.operands, full)
+            r.update(completion=full, answer=answer, correct=ok)
     return recs
 
 

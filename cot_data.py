@@ -279,6 +279,16 @@ def eval_exclusions(task, max_digits, size=200, seed=0):
 KEEP = "$"   # the learner's whole answer when it keeps the attempt as it is
 
 
+def chain_of(completion):
+    """The chain of thought of a completion: everything before its answer."""
+    return completion.rsplit("#", 1)[0] if "#" in completion else completion.rstrip("$")
+
+
+def answer_of(completion):
+    """The answer part of a completion: '#', the answer, '$'."""
+    return completion[completion.rindex("#"):] if "#" in completion else "#$"
+
+
 def correction_prompt(prompt, attempt, max_run=None, max_len=None):
     """What the learner reads: the problem, an attempt at it (a completion, '$' dropped), then '>'.
     It answers with a whole new completion, or with KEEP alone to leave the attempt as it is.

@@ -93,12 +93,13 @@ def plot(results, lengths, N):
             print(f"{name:>22} " + "".join(" .:-=+*#%@"[min(9, int(10 * r['accuracy'][str(n)]))] for n in lengths))
         return None
     test = ["smart", "learner_on_smart", *CONTROLS]
+    colors = {name: "black" if name == "smart" else f"C{i}" for i, name in enumerate(results)}   # one per model
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, names, title in ((axes[0], [n for n in test if n in results], "the test"),
                              (axes[1], [n for n in results if n not in test[1:]], "the other models (smart for reference)")):
         for name in names:
             ax.plot(lengths, [100 * results[name]["accuracy"][str(n)] for n in lengths], marker="o", label=name,
-                    color="black" if name == "smart" else None, lw=2.5 if name == "learner_on_smart" else 1.5,
+                    color=colors[name], lw=2.5 if name == "learner_on_smart" else 1.5,
                     linestyle="--" if name in CONTROLS else "-")
         ax.axvline(N + 0.5, color="gray", lw=0.8)
         ax.text(N + 0.6, 3, "longer than trained", color="gray")
@@ -115,10 +116,12 @@ def main(argv=None):
     torch.manual_seed(cfg.seed)
     smart, smart_ckpt, data = load_checkpoint(f"{out}/smart/ckpt.pt", ["smart"], device)
     models = {"smart": smart}
+    target = "solution"   # what the learner writes: the whole solution, or only the answer
     for name in PLAIN_MODELS[1:]:
         path = f"{out}/{name}/ckpt.pt"
         if os.path.exists(path):
-            models[name] = load_checkpoint(path, [name], device, run=smart_ckpt["run"])[0]
+            models[name], ckpt, _ = load_checkpoint(path, [name], device, run=smart_ckpt["run"])
+            target = ckpt.get("target", target) if name == "learner" else target
         else:
             print(f"(no {path}: {name} is left out)")
     tok, N = tokenizer_from(data), data.max_digits
@@ -131,7 +134,8 @@ def main(argv=None):
     if "learner" in models:   # correction rounds: hand the learner smart's output, then its own
         last = records["smart"]
         for r in range(1, cfg.rounds + 1):
-            last = correct(models["learner"], tok, problems, [rec["completion"] for rec in last], progress_bar=True)
+            last = correct(models["learner"], tok, problems, [rec["completion"] for rec in last], target,
+                           progress_bar=True)
             records["learner_on_smart" + ("" if r == 1 else f"_r{r}")] = last
     results = {name: {"accuracy": {str(n): a for n, a in accuracy_by_digits(recs).items()}, "records": recs}
                for name, recs in records.items()}

@@ -25,7 +25,7 @@ import torch
 from common import (BadInput, Optim, atomic_write, check_writable, correct, count_for_share, finetune,
                     load_checkpoint, opt, parse_config, pick_device, run_main, save_checkpoint, score,
                     tokenizer_from, write_text)
-from cot_data import KEEP, ProblemStream, answer_noise, check, correction_prompt, eval_exclusions
+from cot_data import KEEP, ProblemStream, answer_noise, answer_of, check, correction_prompt, eval_exclusions
 
 MODELS = ("learner", "expert_iteration", "learner_no_attempt")
 
@@ -43,6 +43,8 @@ class ImproveConfig(Optim):
     attempt_temperature: float = opt(0.8, "temperature of those attempts (0 = greedy)", lo=0)
     keep_right: float = opt(0.25, "share of pairs whose attempt is already right", lo=0, lt=1)
     keep: bool = opt(True, "the target of a right attempt is KEEP ('$' alone): the attempt stays as it is")
+    target: str = opt("solution", "what the learner writes: the whole solution, or only the answer ('#...$', "
+                      "the program keeps the attempt's chain of thought)", choices=("solution", "answer"))
     near_miss: float = opt(0.3, "share of extra pairs whose attempt is smart's solution with 1-2 answer digits off",
                            lo=0, lt=1)
     replay: float = opt(0.2, "share of plain problem -> solution examples mixed in (no attempt)", lo=0, lt=1)
@@ -78,13 +80,16 @@ def pairs_jsonl(pairs):
     return "".join(json.dumps({"problem": p.prompt, "attempt": att, "solution": sol}) + "\n" for p, att, sol in pairs)
 
 
-def training_examples(pairs, keep=True, max_run=None):
+def training_examples(pairs, keep=True, max_run=None, target="solution"):
     """(prompt, completion) examples of the learner, and the same with the attempt removed.
     With keep, a right attempt's target is KEEP: the learner learns to leave it alone, and the
-    program keeps it by construction. max_run: see correction_prompt."""
-    def target(p, att, sol):
-        return KEEP if keep and check(p.task, p.fmt, p.operands, att)[1] else sol
-    return ([(correction_prompt(p.prompt, att, max_run), target(p, att, sol)) for p, att, sol in pairs],
+    program keeps it by construction. target="answer": the learner writes only the solution's answer.
+    max_run: see correction_prompt."""
+    def learner_target(p, att, sol):
+        if keep and check(p.task, p.fmt, p.operands, att)[1]:
+            return KEEP
+        return answer_of(sol) if target == "answer" else sol
+    return ([(correction_prompt(p.prompt, att, max_run), learner_target(p, att, sol)) for p, att, sol in pairs],
             [(p.prompt, sol) for p, _, sol in pairs])
 
 
@@ -117,12 +122,13 @@ def main(argv=None):
     if not pairs:
         raise BadInput("no correction pairs: stupid made no mistakes on the training problems, or smart solved none")
 
-    corrections, plain = training_examples(pairs, cfg.keep, stupid.cfg.max_digit_index - 1)
+    corrections, plain = training_examples(pairs, cfg.keep, stupid.cfg.max_digit_index - 1, cfg.target)
     examples = with_replay(corrections, plain, cfg, rng)
     learner = finetune(stupid, examples, cfg, tok, device, "learner", cfg.seed)
     if cfg.self_pairs:   # the learner's own wrong outputs become attempts too
-        recs = correct(learner, tok, [p for p, _, _ in pairs], [att for _, att, _ in pairs])
-        own = [(correction_prompt(p.prompt, r["completion"], learner.cfg.max_digit_index - 1), sol)
+        recs = correct(learner, tok, [p for p, _, _ in pairs], [att for _, att, _ in pairs], cfg.target)
+        own = [(correction_prompt(p.prompt, r["completion"], learner.cfg.max_digit_index - 1),
+                answer_of(sol) if cfg.target == "answer" else sol)
                for (p, _, sol), r in zip(pairs, recs) if not r["correct"]]
         print(f"self pairs: the learner was wrong on {len(own)} of its {len(pairs)} training pairs")
         learner = finetune(learner, examples + own, replace(cfg, steps=cfg.self_steps), tok, device, "learner+self",
@@ -138,7 +144,7 @@ def main(argv=None):
         trained["learner_no_attempt"] = finetune(stupid, plain, ccfg, tok, device, "learner_no_attempt", cfg.seed)
     for name, model in trained.items():   # written only once everything has trained
         save_checkpoint(f"{out}/{name}/ckpt.pt", model, name, steps, data, run,
-                        extra={"improve_cfg": asdict(cfg)} if name == "learner" else None)
+                        extra={"improve_cfg": asdict(cfg), "target": cfg.target} if name == "learner" else None)
     atomic_write(f"{out}/learner/pairs.jsonl", lambda tmp: write_text(tmp, pairs_jsonl(pairs)))
     print(f"wrote {out}/learner/ckpt.pt{' and the controls' if cfg.controls else ''} "
           f"and {out}/learner/pairs.jsonl in {time.time() - t0:.0f}s")

@@ -55,12 +55,12 @@ class ReachConfig(Optim):
             raise BadInput(f"--agree={self.agree} cannot be more than --k={self.k}")
 
 
-def label(smart, learner, tok, problems, cfg):
+def label(smart, learner, tok, problems, cfg, target="solution"):
     """-> [(prompt, completion)] for the problems whose k answers agree, and how many labels are right."""
     k = cfg.k
     recs = score(smart, tok, problems, temperature=cfg.temperature, num_samples=k, seed=cfg.seed)
     if learner is not None:   # the learner rewrites (or keeps) every one of smart's samples
-        recs = correct(learner, tok, [p for p in problems for _ in range(k)], [r["completion"] for r in recs])
+        recs = correct(learner, tok, [p for p in problems for _ in range(k)], [r["completion"] for r in recs], target)
     out, right = [], 0
     for i, p in enumerate(problems):
         best, votes = majority(recs[i * k:(i + 1) * k])
@@ -70,24 +70,26 @@ def label(smart, learner, tok, problems, cfg):
     return out, right
 
 
-def measure(smart, learner, tok, problems):
+def measure(smart, learner, tok, problems, target="solution"):
     recs = score(smart, tok, problems)
     acc = {"smart": accuracy_by_digits(recs)}
     if learner is not None:
-        acc["learner_on_smart"] = accuracy_by_digits(correct(learner, tok, problems, [r["completion"] for r in recs]))
+        acc["learner_on_smart"] = accuracy_by_digits(correct(learner, tok, problems, [r["completion"] for r in recs],
+                                                             target))
     return {name: {str(n): a for n, a in a_.items()} for name, a_ in acc.items()}
 
 
 def run_arm(arm, cfg, device):
     smart, ckpt, d = load_checkpoint(f"{cfg.from_dir}/smart/ckpt.pt", ["smart"], device)
-    learner, _, _ = load_checkpoint(f"{cfg.from_dir}/learner/ckpt.pt", ["learner"], device, run=ckpt["run"])
+    learner, lckpt, _ = load_checkpoint(f"{cfg.from_dir}/learner/ckpt.pt", ["learner"], device, run=ckpt["run"])
+    target = lckpt.get("target", "solution")   # what the learner writes: the whole solution or the answer
     tok, N = tokenizer_from(d), d.max_digits
     labeller = learner if arm == "corrector" else None
     tests = eval_problems(d, range(1, 3 * N + 1), cfg.eval_size)
     exclude = eval_exclusions(d.task, 3 * N + 1)
     truth_stream = ProblemStream(d.task, d.fmt, 1, N, seed=cfg.seed, exclude=exclude)
     rows, labels = [], []
-    acc = measure(smart, learner, tok, tests)
+    acc = measure(smart, learner, tok, tests, target)
     t0 = time.time()
     rows.append(dict(arm=arm, round=0, digits=N, kept=0, right=0, seconds=0, accuracy=acc))
     print(f"{arm} round 0: reach smart {reach(acc['smart'], N):.1f}, learner o smart {reach(acc['learner_on_smart'], N):.1f}")
@@ -95,14 +97,14 @@ def run_arm(arm, cfg, device):
         torch.manual_seed(cfg.seed + r)
         n = N + r
         new = ProblemStream(d.task, d.fmt, n, n, seed=cfg.seed + r, exclude=exclude)
-        new_labels, right = label(smart, labeller, tok, [new.sample() for _ in range(cfg.problems)], cfg)
+        new_labels, right = label(smart, labeller, tok, [new.sample() for _ in range(cfg.problems)], cfg, target)
         labels += new_labels
         if labels:   # nothing agreed on yet: nothing to learn from this round
             truth = [truth_stream.sample() for _ in range(len(labels))]
             examples = labels + [(p.prompt, p.completion) for p in truth]
             train_loop(smart, pair_batches(examples, tok, cfg.batch_size, device, seed=cfg.seed + r), cfg,
                        desc=f"{arm} round {r}")
-        acc = measure(smart, learner, tok, tests)
+        acc = measure(smart, learner, tok, tests, target)
         rows.append(dict(arm=arm, round=r, digits=n, kept=len(new_labels), right=right,
                          seconds=round(time.time() - t0), accuracy=acc))
         print(f"{arm} round {r}: kept {len(new_labels)}/{cfg.problems} labels at {n} digits "

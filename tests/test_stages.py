@@ -131,3 +131,36 @@ def test_finetune_returns_a_copy_that_depends_on_its_seed_alone(smart_dir):
     same = lambda m1, m2: all(torch.equal(x, y) for x, y in zip(m1.state_dict().values(), m2.state_dict().values()))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())    # the model given is untouched
     assert same(a, b) and not same(a, model) and not same(a, c)
+
+
+class WritesAnswer(AlwaysKeep):
+    """A learner that always writes the answer '#64$' and nothing else."""
+
+    def forward(self, idx, targets=None, positions=None, mask=None, cache=None, digit_index=None):
+        from cot_data import CharTokenizer
+        tok = CharTokenizer()
+        if cache is not None:
+            cache.advance(idx.shape[1])
+        written = (cache.pos - self.prompt_len) if cache is not None else 0
+        nxt = tok.encode("#64$")[min(max(written, 0), 3)]
+        return torch.nn.functional.one_hot(torch.full_like(idx, nxt), self.cfg.vocab_size).float(), None
+
+
+def test_an_answer_only_learner_keeps_the_attempts_chain_of_thought():
+    from cot_data import CharTokenizer, make_problem
+    from common import correct
+    p = make_problem("add", [12, 34], "reverse")          # 21+43=00;#64$
+    learner = WritesAnswer()
+    learner.prompt_len = len("21+43=11;#99>")
+    recs = correct(learner, CharTokenizer(), [p], ["11;#99$"], target="answer")
+    assert recs[0]["completion"] == "11;#64$" and recs[0]["correct"] and not recs[0].get("kept")
+    # the same learner taken as writing whole solutions: '#64$' alone has no chain of thought
+    recs = correct(learner, CharTokenizer(), [p], ["11;#99$"])
+    assert recs[0]["completion"] == "#64$"
+
+
+def test_answer_only_targets():
+    from cot_data import make_problem
+    p = make_problem("add", [12, 34], "reverse")
+    ex, _ = training_examples([(p, "00;#999$", p.completion), (p, "00;#64$", p.completion)], target="answer")
+    assert ex == [("21+43=00;#999>", "#640$"), ("21+43=00;#64>", "$")]      # the answer part of 000;#640$
