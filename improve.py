@@ -48,6 +48,7 @@ class ImproveConfig(Optim):
     near_miss: float = opt(0.3, "share of extra pairs whose attempt is smart's solution with 1-2 answer digits off",
                            lo=0, lt=1)
     replay: float = opt(0.2, "share of plain problem -> solution examples mixed in (no attempt)", lo=0, lt=1)
+    learner_from: str = opt("stupid", "the weights the learner starts from", choices=("stupid", "smart"))
     self_pairs: bool = opt(False, "then train again, adding pairs made of the learner's own wrong outputs")
     self_steps: int = opt(200, "steps of that second phase", lo=1)
     controls: bool = opt(True, "also train expert_iteration and learner_no_attempt with the same budget")
@@ -124,7 +125,8 @@ def main(argv=None):
 
     corrections, plain = training_examples(pairs, cfg.keep, stupid.cfg.max_digit_index - 1, cfg.target)
     examples = with_replay(corrections, plain, cfg, rng)
-    learner = finetune(stupid, examples, cfg, tok, device, "learner", cfg.seed)
+    start = stupid if cfg.learner_from == "stupid" else smart
+    learner = finetune(start, examples, cfg, tok, device, "learner", cfg.seed)
     if cfg.self_pairs:   # the learner's own wrong outputs become attempts too
         recs = correct(learner, tok, [p for p, _, _ in pairs], [att for _, att, _ in pairs], cfg.target)
         own = [(correction_prompt(p.prompt, r["completion"], learner.cfg.max_digit_index - 1),

@@ -77,14 +77,6 @@ def peer_of(ours):
     return hf.to(next(ours.parameters()).device)
 
 
-def train_ours(model, batches, opt_):
-    return train(model, batches, opt_, lambda x: model(x)[0])
-
-
-def train_peer(hf, batches, opt_):
-    return train(hf, batches, opt_, lambda x: hf(input_ids=x).logits)
-
-
 def train(model, batches, optimizer, logits_of):
     """The step of common.train_loop, with the same loss for both models. -> tokens seen."""
     model.train()
@@ -98,10 +90,6 @@ def train(model, batches, optimizer, logits_of):
     return sum(x.numel() for x, _ in batches)
 
 
-def gen_ours(model, prompts, n):
-    return generate(model, prompts, n, pad_id=0)               # no stop id: every row writes n tokens
-
-
 def gen_peer(hf, prompts, n):
     hf.eval()
     idx, real = left_pad(prompts, 0, hf.device)                 # the same left padding as ours
@@ -111,12 +99,12 @@ def gen_peer(hf, prompts, n):
     return out[:, idx.size(1):].tolist()
 
 
-def timed(device, fn, *args):
+def timed(device, fn):
     """(seconds, fn's result); waits for the accelerator, whose work is otherwise asynchronous."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
     sync()
     t0 = time.perf_counter()
-    result = fn(*args)
+    result = fn()
     sync()
     return time.perf_counter() - t0, result
 
@@ -155,22 +143,24 @@ def bench(cfg):
     if max(map(len, prompts)) + cfg.new_tokens > cfg.block_size:
         raise BadInput(f"--new_tokens={cfg.new_tokens} does not fit --block_size={cfg.block_size} after the prompts")
     # the same function: greedy generations must agree (this is the generation warm-up too)
-    agree = sum(a == b for a, b in zip(gen_ours(ours, prompts, cfg.new_tokens), gen_peer(peer, prompts, cfg.new_tokens)))
-    optim = Optim(batch_size=cfg.batch_size)      # the project's AdamW settings, for both
-    jobs = {"train": ((train_ours, ours, batches, make_optimizer(ours, optim)),
-                      (train_peer, peer, batches, make_optimizer(peer, optim))),
-            "generate": ((gen_ours, ours, prompts, cfg.new_tokens), (gen_peer, peer, prompts, cfg.new_tokens))}
-    for (fn, *args) in [j for pair in jobs.values() for j in pair]:   # warm-up: allocators, kernels, caches
-        fn(*args)
+    n = cfg.new_tokens
+    gen_ours = lambda: generate(ours, prompts, n, pad_id=0)      # noqa: E731 (no stop id: every row writes n)
+    agree = sum(a == b for a, b in zip(gen_ours(), gen_peer(peer, prompts, n)))
+    opt_ours, opt_peer = make_optimizer(ours, Optim()), make_optimizer(peer, Optim())   # the project's AdamW
+    jobs = {"train": (lambda: train(ours, batches, opt_ours, lambda x: ours(x)[0]),
+                      lambda: train(peer, batches, opt_peer, lambda x: peer(input_ids=x).logits)),
+            "generate": (gen_ours, lambda: gen_peer(peer, prompts, n))}
+    for fn in [fn for pair in jobs.values() for fn in pair]:     # warm-up: allocators, kernels, caches
+        fn()
     speeds = {k: {"ours": [], "peer": []} for k in jobs}
     counts = {k: {"ours": set(), "peer": set()} for k in jobs}
     for _ in range(cfg.repeats):
         for kind, pair in jobs.items():
-            for who, (fn, *args) in zip(("ours", "peer"), pair):      # alternate: drift hits both alike
-                sec, out = timed(device, fn, *args)
-                n = out if kind == "train" else sum(len(r) for r in out)
-                speeds[kind][who].append(n / sec)
-                counts[kind][who].add(n)
+            for who, fn in zip(("ours", "peer"), pair):      # alternate: drift hits both alike
+                sec, out = timed(device, fn)
+                tokens = out if kind == "train" else sum(len(r) for r in out)
+                speeds[kind][who].append(tokens / sec)
+                counts[kind][who].add(tokens)
     return {"machine": machine(cfg, device, peer), "agree": agree, "prompts": len(prompts),
             **{k: {"ours": statistics.median(v["ours"]), "peer": statistics.median(v["peer"]),
                    "ratios": [a / b for a, b in zip(v["ours"], v["peer"])],       # round by round

@@ -49,6 +49,8 @@ CASES = {
     "experiments/sweep.py": ["--parts=xyz", "--parts=", "--only=reverse-nope", "--jobs=0", "--max_digits=0"],
     "experiments/reach.py": ["--rounds=-1", "--k=2 --agree=3", "--from_dir={out}/empty", "--temperature=0"],
     "experiments/noise.py": ["--steps=0", "--task=division", "--eval_size=-1"],
+    "experiments/arms.py": ["--arms=nope", "--arms=answer,nope", "--seeds=x", "--seeds=", "--extra=0",
+                            "--from_dir={out}/empty"],
 }
 EXTRA_ARGS = {"train.py": QUICK_TRAIN}
 
@@ -91,11 +93,11 @@ def out(pipeline, tmp_path):
 def test_bad_input_is_one_line_and_changes_nothing(script, bad, out, capsys):
     if "--device=" in bad and torch.cuda.is_available():
         pytest.skip("a machine with a GPU has more devices")
-    argv = [f"--out_dir={out}"] if script not in ("sample.py", "experiments/reach.py") else []
+    argv = [f"--out_dir={out}"]
     if script == "sample.py":
         argv = [f"--ckpt={out}/smart/ckpt.pt"]
-    if script == "experiments/reach.py":
-        argv = [f"--from_dir={out}", f"--out_dir={out}/reach"]
+    if script in ("experiments/reach.py", "experiments/arms.py"):
+        argv = [f"--from_dir={out}", f"--out_dir={out}/study"]
     argv += EXTRA_ARGS.get(script, []) + bad.format(out=out).split(" ")
     expect_one_line_error(script, argv, capsys, out)
 

@@ -82,3 +82,16 @@ def test_reach_plot_draws_every_arm():
 def test_sweep_refuses_an_unknown_cell(tmp_path):
     r = run("experiments/sweep.py", "--only=reverse-nope", f"--out_dir={tmp_path}")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "no such cell" in r.stderr
+
+
+def test_arms_summary_gives_mean_and_spread_over_seeds():
+    from experiments.arms import mean_spread, summary
+    assert mean_spread([0.5]) == "50.0" and mean_spread([0.4, 0.6, 0.5]) == "50.0 ± 10.0"
+
+    def run(acc, fixed):
+        models = {m: {"accuracy": {"3": acc, "4": acc / 2}} for m in ("smart", "learner_on_smart")}
+        verdict = {"fixed": {"learner_on_smart": fixed, "expert_iteration": 0.2, "learner_no_attempt": 0.3},
+                   "broken": {"learner_on_smart": 0.1}, "anatomy": {"learner_on_smart": {"cot_wrong": 0.5}}}
+        return {"models": models, "verdict": verdict}
+    text = summary({"answer": [run(0.8, 0.1), run(0.6, 0.3)]}, 2, [3, 4])
+    assert "| answer | 2 | 70.0 ± 10.0 | 35.0 ± 5.0 | 20.0 ± 10.0 | 10.0 ± 0.0 | 20.0 ± 0.0 | 30.0 ± 0.0 | 50.0 ± 0.0 |" in text
