@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common import (BadInput, check_writable, load_checkpoint, markdown_table, opt, parse_config,  # noqa: E402
                     pyplot, results_paths, run_main, script, write_results)
+from cot_data import truth                                                                       # noqa: E402
 
 ARMS = {
     "rewrite": {},
@@ -72,9 +73,17 @@ def mean_spread(xs):
     return f"{100 * m:.1f}" if len(xs) == 1 else f"{100 * m:.1f} ± {50 * (max(xs) - min(xs)):.1f}"
 
 
+def runaway(rs, N):
+    """The share of learner o smart's wrong answers past N that run on 3 or more digits too long."""
+    wrong = [(run["task"], r) for run in rs for r in run["models"]["learner_on_smart"]["records"]
+             if r["digits"] > N and not r["correct"]]
+    long = [r for task, r in wrong if r["answer"] and len(r["answer"]) >= len(truth(task, r["operands"])) + 3]
+    return len(long) / max(1, len(wrong))
+
+
 def summary(runs, N, lengths):
     """One row per arm: learner o smart per length past N, its fixes and breaks, the controls' fixes,
-    and the share of its wrong answers whose chain of thought is wrong."""
+    and what its wrong answers are: a wrong chain of thought, or a runaway answer."""
     rows = []
     for arm, rs in runs.items():
         v = [r["verdict"] for r in rs]
@@ -84,10 +93,12 @@ def summary(runs, N, lengths):
                        mean_spread([x["broken"]["learner_on_smart"] for x in v]),
                        mean_spread([x["fixed"]["expert_iteration"] for x in v]),
                        mean_spread([x["fixed"]["learner_no_attempt"] for x in v]),
-                       mean_spread([x["anatomy"]["learner_on_smart"]["cot_wrong"] for x in v])])
+                       mean_spread([x["anatomy"]["learner_on_smart"]["cot_wrong"] for x in v]),
+                       f"{100 * runaway(rs, N):.0f}"])
     smart = [r["models"]["smart"]["accuracy"] for r in next(iter(runs.values()))[:1]][0]
     header = (["arm", "seeds"] + [f"learner o smart {n}*" for n in lengths]
-              + ["fixes", "breaks", "expert_iteration fixes", "learner_no_attempt fixes", "its wrong: chain wrong"])
+              + ["fixes", "breaks", "expert_iteration fixes", "learner_no_attempt fixes", "its wrong: chain wrong",
+                 "its wrong: 3+ digits too long"])
     note = "smart alone: " + ", ".join(f"{100 * smart[str(n)]:.0f}% at {n}" for n in lengths)
     return markdown_table(header, rows) + "\n\n" + note
 

@@ -92,6 +92,8 @@ def test_arms_summary_gives_mean_and_spread_over_seeds():
         models = {m: {"accuracy": {"3": acc, "4": acc / 2}} for m in ("smart", "learner_on_smart")}
         verdict = {"fixed": {"learner_on_smart": fixed, "expert_iteration": 0.2, "learner_no_attempt": 0.3},
                    "broken": {"learner_on_smart": 0.1}, "anatomy": {"learner_on_smart": {"cot_wrong": 0.5}}}
-        return {"models": models, "verdict": verdict}
+        models["learner_on_smart"]["records"] = [{"digits": 3, "correct": False, "answer": "12345", "operands": [1, 2]},
+                                                 {"digits": 3, "correct": False, "answer": "4", "operands": [1, 2]}]
+        return {"models": models, "verdict": verdict, "task": "add"}
     text = summary({"answer": [run(0.8, 0.1), run(0.6, 0.3)]}, 2, [3, 4])
-    assert "| answer | 2 | 70.0 ± 10.0 | 35.0 ± 5.0 | 20.0 ± 10.0 | 10.0 ± 0.0 | 20.0 ± 0.0 | 30.0 ± 0.0 | 50.0 ± 0.0 |" in text
+    assert "| answer | 2 | 70.0 ± 10.0 | 35.0 ± 5.0 | 20.0 ± 10.0 | 10.0 ± 0.0 | 20.0 ± 0.0 | 30.0 ± 0.0 | 50.0 ± 0.0 | 50 |" in text
