@@ -71,6 +71,7 @@ def _meta(cls, name):
 
 
 def strict_bool(s):
+    """true/false, 1/0, yes/no, on/off; anything else is an error, never a silent False."""
     s = s.lower()
     if s in ("1", "true", "yes", "on"):
         return True
@@ -80,6 +81,7 @@ def strict_bool(s):
 
 
 def finite_float(s):
+    """A number; nan and inf are errors (a nan learning rate would train to nothing)."""
     x = float(s)
     if not math.isfinite(x):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
@@ -115,16 +117,22 @@ def parse_config(cls, doc, argv=None):
 
 
 def check_fields(cfg):
+    """Each option against its own checks (opt's choices, lo, hi, gt, lt)."""
     for f in fields(cfg):
         m, v = _meta(type(cfg), f.name), getattr(cfg, f.name)
         if v is None or isinstance(v, (list, bool)):
             continue
+        bad = f"--{f.name}={v}:"
         if m.get("choices") and v not in m["choices"]:
-            raise BadInput(f"--{f.name}={v}: choose one of {', '.join(m['choices'])}")
-        for key, ok, word in (("lo", lambda a, b: a >= b, ">="), ("hi", lambda a, b: a <= b, "<="),
-                              ("gt", lambda a, b: a > b, ">"), ("lt", lambda a, b: a < b, "<")):
-            if m.get(key) is not None and not ok(v, m[key]):
-                raise BadInput(f"--{f.name}={v}: must be {word} {m[key]}")
+            raise BadInput(f"{bad} choose one of {', '.join(m['choices'])}")
+        if m.get("lo") is not None and v < m["lo"]:
+            raise BadInput(f"{bad} must be >= {m['lo']}")
+        if m.get("hi") is not None and v > m["hi"]:
+            raise BadInput(f"{bad} must be <= {m['hi']}")
+        if m.get("gt") is not None and v <= m["gt"]:
+            raise BadInput(f"{bad} must be > {m['gt']}")
+        if m.get("lt") is not None and v >= m["lt"]:
+            raise BadInput(f"{bad} must be < {m['lt']}")
 
 
 @dataclass
@@ -170,7 +178,7 @@ def pick_device(name="auto"):
     kind = name.split(":")[0]
     if kind not in ("cpu", "cuda", "mps"):
         raise BadInput(f"--device={name}: use auto, cpu, cuda, cuda:N or mps")
-    if kind == "cuda" and not torch.cuda.is_available() or kind == "mps" and not torch.backends.mps.is_available():
+    if (kind == "cuda" and not torch.cuda.is_available()) or (kind == "mps" and not torch.backends.mps.is_available()):
         raise BadInput(f"--device={name}: no such device on this machine")
     return name
 
@@ -226,7 +234,7 @@ def load_checkpoint(path, stages=None, device="cpu", run=None):
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
+        ckpt = torch.load(path, map_location=device, weights_only=True)   # tensors and plain data: no code runs
         cfg = ModelConfig(**ckpt["model_cfg"])
         stage, data = ckpt["stage"], ckpt["data_cfg"]
         data = DataConfig(**{f.name: data[f.name] for f in fields(DataConfig)})
@@ -286,6 +294,7 @@ def lr_at(step, cfg):
 
 
 def make_optimizer(model, cfg):
+    """AdamW; weight decay on the matrices only, not on norms' gains."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
