@@ -429,8 +429,10 @@ def check_room(model, tok, problems):
 def correct(model, tok, problems, attempts, target="solution", **kw):
     """Hand the learner an attempt (a completion) at each problem; its answer replaces the attempt,
     unless the answer is KEEP, which keeps the attempt (the record then says kept). A learner whose
-    target is "answer" writes only the answer: the program keeps the attempt's chain of thought."""
-    from cot_data import KEEP, chain_of, check, correction_prompt
+    target is "answer" writes only the answer: the program keeps the attempt's chain of thought. With
+    "digits" the program also keeps the attempt's answer length and takes the learner's digits over
+    the attempt's, one by one: an edit that can change digits but never runs on."""
+    from cot_data import KEEP, answer_of, chain_of, check, correction_prompt
     room = model.cfg.block_size - max_new_for(problems) - 1    # 1 for a Llama tokenizer's BOS
     prompts = [correction_prompt(p.prompt, a, model.cfg.max_digit_index - 1, room) for p, a in zip(problems, attempts)]
     recs = score(model, tok, problems, prompts=prompts, **kw)
@@ -438,11 +440,17 @@ def correct(model, tok, problems, attempts, target="solution", **kw):
         if r["completion"] == KEEP:
             answer, ok = check(p.task, p.fmt, p.operands, a)
             r.update(completion=a, answer=answer, correct=ok, kept=True)
-        elif target == "answer":
-            full = chain_of(a) + r["completion"]
+        elif target in ("answer", "digits"):
+            full = chain_of(a) + (r["completion"] if target == "answer" else overwrite(answer_of(a), r["completion"]))
             answer, ok = check(p.task, p.fmt, p.operands, full)
             r.update(completion=full, answer=answer, correct=ok)
     return recs
+
+
+def overwrite(answer, edit):
+    """'#...$' of the attempt with its characters replaced, one by one, by the edit's: same length."""
+    old, new = answer[1:].rstrip("$"), edit[1:].rstrip("$") if edit.startswith("#") else ""
+    return "#" + new[:len(old)] + old[len(new):] + "$"
 
 
 def accuracy_by_digits(recs):

@@ -43,8 +43,9 @@ class ImproveConfig(Optim):
     attempt_temperature: float = opt(0.8, "temperature of those attempts (0 = greedy)", lo=0)
     keep_right: float = opt(0.25, "share of pairs whose attempt is already right", lo=0, lt=1)
     keep: bool = opt(True, "the target of a right attempt is KEEP ('$' alone): the attempt stays as it is")
-    target: str = opt("solution", "what the learner writes: the whole solution, or only the answer ('#...$', "
-                      "the program keeps the attempt's chain of thought)", choices=("solution", "answer"))
+    target: str = opt("solution", "what the learner writes: the whole solution; only the answer ('#...$', the "
+                      "program keeps the attempt's chain of thought); or digits (the same, written over the "
+                      "attempt's answer digit by digit, its length kept)", choices=("solution", "answer", "digits"))
     near_miss: float = opt(0.3, "share of extra pairs whose attempt is smart's solution with 1-2 answer digits off",
                            lo=0, lt=1)
     replay: float = opt(0.2, "share of plain problem -> solution examples mixed in (no attempt)", lo=0, lt=1)
@@ -89,7 +90,7 @@ def training_examples(pairs, keep=True, max_run=None, target="solution"):
     def learner_target(p, att, sol):
         if keep and check(p.task, p.fmt, p.operands, att)[1]:
             return KEEP
-        return answer_of(sol) if target == "answer" else sol
+        return sol if target == "solution" else answer_of(sol)
     return ([(correction_prompt(p.prompt, att, max_run), learner_target(p, att, sol)) for p, att, sol in pairs],
             [(p.prompt, sol) for p, _, sol in pairs])
 
@@ -130,7 +131,7 @@ def main(argv=None):
     if cfg.self_pairs:   # the learner's own wrong outputs become attempts too
         recs = correct(learner, tok, [p for p, _, _ in pairs], [att for _, att, _ in pairs], cfg.target)
         own = [(correction_prompt(p.prompt, r["completion"], learner.cfg.max_digit_index - 1),
-                answer_of(sol) if cfg.target == "answer" else sol)
+                sol if cfg.target == "solution" else answer_of(sol))
                for (p, _, sol), r in zip(pairs, recs) if not r["correct"]]
         print(f"self pairs: the learner was wrong on {len(own)} of its {len(pairs)} training pairs")
         learner = finetune(learner, examples + own, replace(cfg, steps=cfg.self_steps), tok, device, "learner+self",

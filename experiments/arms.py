@@ -13,6 +13,8 @@ Arms:
     answer_from_smart    the same, starting from smart's weights instead of stupid's
     answer_low_lr        the same, with a tenth of the learning rate (keep what stupid knows)
     answer_replay        the same, with half the examples plain problem -> solution (replay)
+    digits               trained as answer; the program writes its answer over the attempt's digit by
+                         digit and keeps the attempt's length, so an answer cannot run on
 """
 import json
 import os
@@ -33,6 +35,7 @@ ARMS = {
     "answer_from_smart": {"target": "answer", "learner_from": "smart"},
     "answer_low_lr": {"target": "answer", "lr": 1e-4, "min_lr": 1e-5},
     "answer_replay": {"target": "answer", "replay": 0.5},
+    "digits": {"target": "digits"},
 }
 MODELS = ("smart", "learner_on_smart", "expert_iteration", "learner_no_attempt")
 

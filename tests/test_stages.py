@@ -164,3 +164,14 @@ def test_answer_only_targets():
     p = make_problem("add", [12, 34], "reverse")
     ex, _ = training_examples([(p, "00;#999$", p.completion), (p, "00;#64$", p.completion)], target="answer")
     assert ex == [("21+43=00;#999>", "#640$"), ("21+43=00;#64>", "$")]      # the answer part of 000;#640$
+
+
+def test_a_digits_learner_edits_the_attempts_answer_in_place():
+    from cot_data import CharTokenizer, make_problem
+    from common import correct, overwrite
+    assert overwrite("#12345$", "#1294567777$") == "#12945$" and overwrite("#12345$", "#99$") == "#99345$"
+    p = make_problem("add", [12, 34], "reverse")          # 21+43=000;#640$
+    learner = WritesAnswer()                              # writes '#64$' over the attempt's '#990$'
+    learner.prompt_len = len("21+43=000;#990>")
+    recs = correct(learner, CharTokenizer(), [p], ["000;#990$"], target="digits")
+    assert recs[0]["completion"] == "000;#640$" and recs[0]["correct"]
