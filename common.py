@@ -242,6 +242,8 @@ def load_checkpoint(path, stages=None, device="cpu", run=None):
         model.load_state_dict(ckpt["model"])
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable nanocorrect checkpoint ({type(e).__name__})") from None
+    if "run" not in ckpt:
+        raise CheckpointError(f"{path} was written by an older nanocorrect (it has no run id): run train.py again")
     if stages is not None and stage not in stages:
         raise CheckpointError(f"{path} was written by stage '{stage}', expected one of: {', '.join(stages)}")
     if run is not None and ckpt.get("run") != run:

@@ -153,3 +153,11 @@ def test_every_option_says_what_it_does():
 def test_booleans_are_strict(text, value):
     from common import strict_bool
     assert strict_bool(text) is value
+
+
+def test_a_checkpoint_from_an_older_version_is_refused(out, capsys):
+    ckpt = torch.load(out / "smart" / "ckpt.pt", weights_only=False)
+    del ckpt["run"]                        # checkpoints before run ids had none
+    torch.save(ckpt, out / "smart" / "ckpt.pt")
+    for script in ("corrupt.py", "improve.py", "evaluate.py"):
+        assert "older nanocorrect" in expect_one_line_error(script, [f"--out_dir={out}"], capsys, out)
