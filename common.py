@@ -20,7 +20,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 import torch
 from tqdm import tqdm
 
-from cot_data import CharTokenizer, eval_set
+from cot_data import (KEEP, MISTAKES, CharTokenizer, answer_of, chain_of, check, correction_prompt, eval_set,
+                      mistake_kinds)
 from model import GPT, ModelConfig, generate
 
 
@@ -403,7 +404,6 @@ def max_new_for(problems):
 def score(model, tok, problems, prompts=None, temperature=0.0, num_samples=1, **kw):
     """Generate for each problem (from its own prompt, or from `prompts` - e.g. a correction prompt
     holding an attempt) and check each completion. -> list of dicts, one per sample."""
-    from cot_data import check
     prompts = prompts or [p.prompt for p in problems]
     comps = complete(model, tok, prompts, max_new_for(problems), temperature, num_samples=num_samples, **kw)
     recs = []
@@ -434,7 +434,6 @@ def correct(model, tok, problems, attempts, target="solution", **kw):
     target is "answer" writes only the answer: the program keeps the attempt's chain of thought. With
     "digits" the program also keeps the attempt's answer length and takes the learner's digits over
     the attempt's, one by one: an edit that can change digits but never runs on."""
-    from cot_data import KEEP, answer_of, chain_of, check, correction_prompt
     room = model.cfg.block_size - max_new_for(problems) - 1    # 1 for a Llama tokenizer's BOS
     prompts = [correction_prompt(p.prompt, a, model.cfg.max_digit_index - 1, room) for p, a in zip(problems, attempts)]
     recs = score(model, tok, problems, prompts=prompts, **kw)
@@ -456,11 +455,11 @@ def overwrite(answer, edit):
 
 
 def accuracy_by_digits(recs):
-    """{digits: share correct}, ascending."""
+    """{"digits": share correct}, shortest first; keyed by text, as results.json keys it."""
     acc = {}
     for r in recs:
         acc.setdefault(r["digits"], []).append(r["correct"])
-    return {n: sum(v) / len(v) for n, v in sorted(acc.items())}
+    return {str(n): sum(v) / len(v) for n, v in sorted(acc.items())}
 
 
 def eval_problems(data, lengths, size):
@@ -483,7 +482,6 @@ def majority(rows):
 
 def mistake_anatomy(recs, task, fmt):
     """The share of wrong records of each kind (cot_data.mistake_kinds), and how many are wrong."""
-    from cot_data import MISTAKES, mistake_kinds
     wrong = [r for r in recs if not r["correct"]]
     kinds = Counter(k for r in wrong for k in mistake_kinds(task, fmt, r["operands"], r["completion"]))
     return {"wrong": len(wrong), **{k: kinds[k] / max(1, len(wrong)) for k in MISTAKES}}
@@ -527,8 +525,11 @@ def pyplot():
 
 
 def write_text(path, text):
-    with open(path, "w") as f:
-        f.write(text)
+    """A text file, written whole or not at all."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    atomic_write(path, write)
 
 
 def results_paths(out_dir):
@@ -541,8 +542,8 @@ def write_results(out_dir, text, data, fig=None):
     print("\n" + text)
     md, js, png = results_paths(out_dir)
 
-    atomic_write(md, lambda tmp: write_text(tmp, text.rstrip("\n") + "\n"))
-    atomic_write(js, lambda tmp: write_text(tmp, json.dumps(data)))
+    write_text(md, text.rstrip("\n") + "\n")
+    write_text(js, json.dumps(data))
     written = [md, js]
     if fig is not None:
         fig.tight_layout()

@@ -115,13 +115,11 @@ def main(argv=None):
     check_writable(*results_paths(out))
     torch.manual_seed(cfg.seed)
     smart, smart_ckpt, data = load_checkpoint(f"{out}/smart/ckpt.pt", ["smart"], device)
-    models = {"smart": smart}
-    target = "solution"   # what the learner writes: the whole solution, or only the answer
+    models, ckpts = {"smart": smart}, {}
     for name in PLAIN_MODELS[1:]:
         path = f"{out}/{name}/ckpt.pt"
         if os.path.exists(path):
-            models[name], ckpt, _ = load_checkpoint(path, [name], device, run=smart_ckpt["run"])
-            target = ckpt.get("target", target) if name == "learner" else target
+            models[name], ckpts[name], _ = load_checkpoint(path, [name], device, run=smart_ckpt["run"])
         else:
             print(f"(no {path}: {name} is left out)")
     tok, N = tokenizer_from(data), data.max_digits
@@ -132,15 +130,15 @@ def main(argv=None):
 
     records = {name: score(m, tok, problems, progress_bar=True) for name, m in models.items()}
     if "learner" in models:   # correction rounds: hand the learner smart's output, then its own
-        last = records["smart"]
+        last, target = records["smart"], ckpts["learner"]["target"]   # what it writes: solution, answer, digits
         for r in range(1, cfg.rounds + 1):
             last = correct(models["learner"], tok, problems, [rec["completion"] for rec in last], target,
                            progress_bar=True)
             records["learner_on_smart" + ("" if r == 1 else f"_r{r}")] = last
-    results = {name: {"accuracy": {str(n): a for n, a in accuracy_by_digits(recs).items()}, "records": recs}
+    results = {name: {"accuracy": accuracy_by_digits(recs), "records": recs}
                for name, recs in records.items()}
     for kind, recs in sampled(models["smart"], tok, problems, cfg).items():
-        results[f"smart_{kind}@{cfg.k}"] = {"accuracy": {str(n): a for n, a in accuracy_by_digits(recs).items()},
+        results[f"smart_{kind}@{cfg.k}"] = {"accuracy": accuracy_by_digits(recs),
                                             "records": recs, "note": f"{cfg.k} samples at T={cfg.k_temperature}"}
 
     v = verdict(results, N)

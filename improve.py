@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from common import (BadInput, Optim, atomic_write, check_writable, correct, count_for_share, finetune,
+from common import (BadInput, Optim, check_writable, correct, count_for_share, finetune,
                     load_checkpoint, opt, parse_config, pick_device, run_main, save_checkpoint, score,
                     tokenizer_from, write_text)
 from cot_data import KEEP, ProblemStream, answer_noise, answer_of, check, correction_prompt, eval_exclusions
@@ -82,6 +82,11 @@ def pairs_jsonl(pairs):
     return "".join(json.dumps({"problem": p.prompt, "attempt": att, "solution": sol}) + "\n" for p, att, sol in pairs)
 
 
+def written(solution, target):
+    """What the learner writes for a solution: all of it, or (answer, digits) only its answer."""
+    return solution if target == "solution" else answer_of(solution)
+
+
 def training_examples(pairs, keep=True, max_run=None, target="solution"):
     """(prompt, completion) examples of the learner, and the same with the attempt removed.
     With keep, a right attempt's target is KEEP: the learner learns to leave it alone, and the
@@ -90,7 +95,7 @@ def training_examples(pairs, keep=True, max_run=None, target="solution"):
     def learner_target(p, att, sol):
         if keep and check(p.task, p.fmt, p.operands, att)[1]:
             return KEEP
-        return sol if target == "solution" else answer_of(sol)
+        return written(sol, target)
     return ([(correction_prompt(p.prompt, att, max_run), learner_target(p, att, sol)) for p, att, sol in pairs],
             [(p.prompt, sol) for p, _, sol in pairs])
 
@@ -130,8 +135,7 @@ def main(argv=None):
     learner = finetune(start, examples, cfg, tok, device, "learner", cfg.seed)
     if cfg.self_pairs:   # the learner's own wrong outputs become attempts too
         recs = correct(learner, tok, [p for p, _, _ in pairs], [att for _, att, _ in pairs], cfg.target)
-        own = [(correction_prompt(p.prompt, r["completion"], learner.cfg.max_digit_index - 1),
-                sol if cfg.target == "solution" else answer_of(sol))
+        own = [(correction_prompt(p.prompt, r["completion"], learner.cfg.max_digit_index - 1), written(sol, cfg.target))
                for (p, _, sol), r in zip(pairs, recs) if not r["correct"]]
         print(f"self pairs: the learner was wrong on {len(own)} of its {len(pairs)} training pairs")
         learner = finetune(learner, examples + own, replace(cfg, steps=cfg.self_steps), tok, device, "learner+self",
@@ -148,7 +152,7 @@ def main(argv=None):
     for name, model in trained.items():   # written only once everything has trained
         save_checkpoint(f"{out}/{name}/ckpt.pt", model, name, steps, data, run,
                         extra={"improve_cfg": asdict(cfg), "target": cfg.target} if name == "learner" else None)
-    atomic_write(f"{out}/learner/pairs.jsonl", lambda tmp: write_text(tmp, pairs_jsonl(pairs)))
+    write_text(f"{out}/learner/pairs.jsonl", pairs_jsonl(pairs))
     print(f"wrote {out}/learner/ckpt.pt{' and the controls' if cfg.controls else ''} "
           f"and {out}/learner/pairs.jsonl in {time.time() - t0:.0f}s")
 

@@ -53,7 +53,6 @@ def run(name, cfg, task, fmt, noise):
     model, _, data = load_checkpoint(ckpt_path)
     acc = eval_accuracy(model, tokenizer_from(data), data, range(1, data.max_digits + 1), cfg.eval_size)
     log(f"{name}: {percents(acc)}")
-    acc = {str(n): a for n, a in acc.items()}
     return {"task": task, "fmt": fmt, "noise": noise, "accuracy": acc, "mean": sum(acc.values()) / len(acc),
             "seconds": round(seconds)}
 

@@ -76,13 +76,13 @@ def measure(smart, learner, tok, problems, target="solution"):
     if learner is not None:
         acc["learner_on_smart"] = accuracy_by_digits(correct(learner, tok, problems, [r["completion"] for r in recs],
                                                              target))
-    return {name: {str(n): a for n, a in a_.items()} for name, a_ in acc.items()}
+    return acc
 
 
 def run_arm(arm, cfg, device):
     smart, ckpt, d = load_checkpoint(f"{cfg.from_dir}/smart/ckpt.pt", ["smart"], device)
     learner, lckpt, _ = load_checkpoint(f"{cfg.from_dir}/learner/ckpt.pt", ["learner"], device, run=ckpt["run"])
-    target = lckpt.get("target", "solution")   # what the learner writes: the whole solution or the answer
+    target = lckpt["target"]   # what the learner writes: the whole solution, the answer, or digits
     tok, N = tokenizer_from(d), d.max_digits
     labeller = learner if arm == "corrector" else None
     tests = eval_problems(d, range(1, 3 * N + 1), cfg.eval_size)

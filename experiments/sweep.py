@@ -77,7 +77,7 @@ def smart_run(cell, cfg):
     model, _, data = load_checkpoint(os.path.join(out, "smart", "ckpt.pt"))
     problems = eval_problems(data, range(1, 3 * N + 1), cfg.eval_size)
     recs = score(model, tokenizer_from(data), problems)
-    acc = {str(n): a for n, a in accuracy_by_digits(recs).items()}
+    acc = accuracy_by_digits(recs)
     near = [near_miss(r["answer"], p.answer) for p, r in zip(problems, recs) if N < p.digits <= N + 3 and not r["correct"]]
     res = dict(fmt=fmt, pos=pos, size=size, params=model.num_params(), train_s=round(train_s),
                accuracy=acc, in_dist=sum(acc[str(n)] for n in range(1, N + 1)) / N,
