@@ -20,8 +20,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 import torch
 from tqdm import tqdm
 
-from cot_data import (KEEP, MISTAKES, CharTokenizer, answer_of, chain_of, check, correction_prompt, eval_set,
-                      mistake_kinds)
+from cot_data import (KEEP, MISTAKES, CharTokenizer, answer_of, chain_of, check, check_chain, correction_prompt,
+                      eval_set, mistake_kinds)
 from model import GPT, ModelConfig, generate
 
 
@@ -104,7 +104,7 @@ def parse_config(cls, doc, argv=None):
         m, default = _meta(cls, f.name), f.default if f.default is not MISSING else None
         kind = f.type if isinstance(f.type, type) else type(default)
         extra = f" (one of: {', '.join(m['choices'])})" if m.get("choices") else ""
-        text = f"{m.get('help', '')}{extra} [default: {default}]"
+        text = f"{m.get('help', '')}{extra} [default: {'auto' if default is None else default}]"
         if kind is bool:
             ap.add_argument(f"--{f.name}", type=strict_bool, nargs="?", const=True, default=default, help=text)
         else:
@@ -403,23 +403,36 @@ def max_new_for(problems):
 
 def score(model, tok, problems, prompts=None, temperature=0.0, num_samples=1, **kw):
     """Generate for each problem (from its own prompt, or from `prompts` - e.g. a correction prompt
-    holding an attempt) and check each completion. -> list of dicts, one per sample."""
+    holding an attempt) and check each completion. -> list of records (judged), one per sample."""
     prompts = prompts or [p.prompt for p in problems]
     comps = complete(model, tok, prompts, max_new_for(problems), temperature, num_samples=num_samples, **kw)
-    recs = []
-    for j, c in enumerate(comps):
-        p = problems[j // num_samples]
-        answer, ok = check(p.task, p.fmt, p.operands, c)
-        recs.append({"digits": p.digits, "operands": p.operands, "completion": c, "answer": answer, "correct": ok})
-    return recs
+    return [judged(problems[j // num_samples], c) for j, c in enumerate(comps)]
 
 
-def check_room(model, tok, problems):
+def judged(p, completion):
+    """The record of a completion: its parsed answer, correct (the answer is right: the reported
+    metric) and verified (every step is right too: what a training target must be)."""
+    answer, ok = check(p.task, p.fmt, p.operands, completion)
+    return {"digits": p.digits, "operands": p.operands, "completion": completion, "answer": answer, "correct": ok,
+            "verified": ok and check_chain(p.task, p.fmt, p.operands, completion)}
+
+
+def tokens_needed(tok, problems, correcting=True):
+    """Tokens a model must hold for these problems: the longest prompt and room to answer; with
+    correcting, the learner's longest correction prompt - an attempt as long as that room, then '>' -
+    and room to answer it."""
+    new = max_new_for(problems)
+    return max(len(encode_prompt(tok, p.prompt)) for p in problems) + (new + 1 if correcting else 0) + new
+
+
+def check_room(model, tok, problems, correcting=True):
     """Refuse, before any work, problems that do not fit the model: the longest prompt with room to
-    answer, and (abacus positions) the longest number."""
-    need = max(len(encode_prompt(tok, p.prompt)) for p in problems) + max_new_for(problems)
+    answer (and with correcting, room for an attempt in front of the answer), and (abacus positions)
+    the longest number."""
+    need = tokens_needed(tok, problems, correcting)
     if need > model.cfg.block_size:
-        raise BadInput(f"a prompt is longer than the model supports: {max(p.digits for p in problems)} digits "
+        what = "a correction prompt" if correcting else "a prompt"
+        raise BadInput(f"{what} is longer than the model supports: {max(p.digits for p in problems)} digits "
                        f"need {need} tokens with room to answer, the model holds {model.cfg.block_size} (block_size)")
     if model.cfg.pos == "abacus":
         run = max(len(m) for p in problems for m in re.findall(r"\d+", p.prompt + p.completion))
@@ -439,12 +452,10 @@ def correct(model, tok, problems, attempts, target="solution", **kw):
     recs = score(model, tok, problems, prompts=prompts, **kw)
     for r, p, a in zip(recs, problems, attempts):
         if r["completion"] == KEEP:
-            answer, ok = check(p.task, p.fmt, p.operands, a)
-            r.update(completion=a, answer=answer, correct=ok, kept=True)
+            r.update(judged(p, a), kept=True)
         elif target in ("answer", "digits"):
-            full = chain_of(a) + (r["completion"] if target == "answer" else overwrite(answer_of(a), r["completion"]))
-            answer, ok = check(p.task, p.fmt, p.operands, full)
-            r.update(completion=full, answer=answer, correct=ok)
+            r.update(judged(p, chain_of(a) + (r["completion"] if target == "answer"
+                                              else overwrite(answer_of(a), r["completion"]))))
     return recs
 
 
@@ -454,12 +465,22 @@ def overwrite(answer, edit):
     return "#" + new[:len(old)] + old[len(new):] + "$"
 
 
-def accuracy_by_digits(recs):
-    """{"digits": share correct}, shortest first; keyed by text, as results.json keys it."""
+def accuracy_by_digits(recs, key="correct"):
+    """{"digits": share correct (or with key="verified": share with every step right)}, shortest
+    first; keyed by text, as results.json keys it."""
     acc = {}
     for r in recs:
-        acc.setdefault(r["digits"], []).append(r["correct"])
+        acc.setdefault(r["digits"], []).append(r[key])
     return {str(n): sum(v) / len(v) for n, v in sorted(acc.items())}
+
+
+def chance_accuracy(problems):
+    """{"digits": the accuracy of always giving that length's most common answer}: what a model that
+    ignores the operands would score (near 0 for most tasks; gcd is drawn so that it stays low)."""
+    by = {}
+    for p in problems:
+        by.setdefault(p.digits, Counter())[p.answer] += 1
+    return {str(n): c.most_common(1)[0][1] / sum(c.values()) for n, c in sorted(by.items())}
 
 
 def eval_problems(data, lengths, size):

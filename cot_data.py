@@ -5,7 +5,7 @@ the exact answer checker, and noise injectors.
 A problem is generated from its operands alone; its text is prompt + completion, where the
 completion is the chain of thought, then '#', the final answer, and '$' (the stop token).
 The checker reads only what stands between the last '#' and '$' of a completion and compares
-it with the truth recomputed from the operands.
+it with the truth recomputed from the operands; check_chain checks every step as well.
 
 Formats (difficulty = number of digits n of each operand):
   reverse  every number written least-significant digit first; addition and multiplication
@@ -14,9 +14,9 @@ Formats (difficulty = number of digits n of each operand):
            is what lets a model trained on 1..N digits go past N.
   plain    numbers as usual (most significant first); one line per step.
   answer   no chain of thought: '#answer$' straight after the prompt (reverse digit order).
-  steps    numbers least-significant digit first, and one line per step ('4+7+0=11;').
-  compact  as steps, but addition and multiplication write each column as a fixed-size step
-           'a b carry > sum carry' without signs ('470>11;'); other tasks as steps.
+  steps    numbers least-significant digit first, and one line per column ('4+7+0=11;');
+           addition and multiplication only (the other tasks have no columns).
+  compact  as steps, each column a fixed-size step 'a b carry > sum carry' without signs ('470>11;').
   hints    as reverse, with an index hint before every digit: a letter naming its significance
            ('a4b3' is 34), so a model can match digits of the same column by content rather than
            by position (Zhou et al. 2024). Numbers of up to 26 digits.
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 TASKS = ("add", "mul", "sort", "median", "gcd")
 FORMATS = ("reverse", "plain", "answer", "steps", "compact", "hints")
+COLUMN_FORMATS = ("steps", "compact")   # column by column: only addition and multiplication have columns
 LIST_LEN = {"sort": 4, "median": 5}     # how many numbers a sort / median problem holds
 
 
@@ -73,8 +74,10 @@ def random_operands(task, n, rng):
         return [random_operand(n, rng), random_operand(n, rng)]
     if task == "mul":                    # n digits times one digit
         return [random_operand(n, rng), rng.randrange(2, 10)]
-    if task == "gcd":
-        return [random_operand(n, rng, 1), random_operand(n, rng, 1)]
+    if task == "gcd":   # a common factor of 1..n-1 digits first: drawn independently, most pairs have gcd 1
+        g = random_operand(rng.randint(1, max(1, n - 1)), rng, 1)
+        lo, hi = -(-10 ** (n - 1) // g) if n > 1 else 1, (10 ** n - 1) // g
+        return [g * rng.randint(lo, hi), g * rng.randint(lo, hi)]
     return [random_operand(n, rng) for _ in range(LIST_LEN[task])]
 
 
@@ -157,11 +160,22 @@ def make_prompt(task, ops, fmt):
     return f"{task}:{','.join(f)}="
 
 
+def formats_of(task):
+    """The formats a task is written in: steps and compact write columns, and sort, median and gcd
+    have none (they would write exactly what reverse writes)."""
+    return [f for f in FORMATS if f not in COLUMN_FORMATS or task in ("add", "mul")]
+
+
+def check_format(task, fmt):
+    """A ValueError for a format the task is not written in."""
+    if fmt not in formats_of(task):
+        raise ValueError(f"{task} has no {fmt} format; choose from {', '.join(formats_of(task))}")
+
+
 def make_problem(task, ops, fmt="reverse", digits=None, fault=None, rng=None):
     if task not in SOLVERS:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    check_format(task, fmt)
     cot, answer, _ = SOLVERS[task](task, ops, fmt, fault, rng)
     if fmt == "answer":
         cot = ""
@@ -203,6 +217,14 @@ def check(task, fmt, ops, completion):
     """-> (parsed answer or None, correct?)"""
     answer = parse_answer(task, fmt, completion)
     return answer, answer == truth(task, ops)
+
+
+def check_chain(task, fmt, ops, completion):
+    """The whole chain of thought checked, not only the answer: a format writes exactly one chain
+    for given operands, each step computed from the operands and the steps before it (the solvers
+    above), so a completion is right step by step when it is that chain, answer and '$' included.
+    This is what a training target must pass; the reported metric stays check()'s exact answer."""
+    return completion == make_problem(task, ops, fmt).completion
 
 
 MISTAKES = ("cot_wrong", "answer_wrong", "wrong_length", "near_miss", "no_answer")
@@ -339,14 +361,33 @@ def drop_lines(p, rate, rng):
     return Problem(p.task, p.digits, p.operands, p.fmt, p.prompt, "".join(kept) + tail, p.answer)
 
 
-def dynamic_noise(p, rng, rate=1.0):
-    """With probability `rate`, one step of the computation goes wrong and every later step (and
-    so, usually, the answer) follows from the wrong value."""
+def fault_steps(p):
+    """The steps where dynamic noise may put its fault: every step whose wrong value shows in a later
+    written step or in the answer. In plain, steps and compact a column's carry is written only in
+    the next column, so the last column (whose carry only the answer would show) is left out."""
+    _, _, n = SOLVERS[p.task](p.task, p.operands, p.fmt)
+    if p.task in ("add", "mul") and p.fmt not in ("reverse", "hints") and n > 1:
+        return range(n - 1)
+    return range(n)
+
+
+def dynamic_noise(p, rng, rate=1.0, tries=5):
+    """With probability `rate`, one step of the computation goes wrong and every later step follows
+    from the wrong value, so the answer is wrong. A fault whose answer comes out right anyway (Euclid
+    can reach the right gcd from a wrong remainder; a median can survive a wrong early pick; a
+    duplicate number picked twice changes nothing) is drawn again, up to `tries` times per step.
+    Where no step can go wrong (gcd(a, 1), a median of equal numbers) the problem is returned as it
+    is: callers that need a wrong one check the answer."""
     if p.fmt == "answer" or rng.random() >= rate:
         return p
-    _, _, n_steps = SOLVERS[p.task](p.task, p.operands, p.fmt)
-    q = make_problem(p.task, p.operands, p.fmt, p.digits, fault=rng.randrange(n_steps), rng=rng)
-    return q
+    steps = list(fault_steps(p))
+    rng.shuffle(steps)
+    for fault in steps:                 # each step in turn: in a median only the late picks matter
+        for _ in range(tries):
+            q = make_problem(p.task, p.operands, p.fmt, p.digits, fault=fault, rng=rng)
+            if not check(p.task, p.fmt, p.operands, q.completion)[1]:
+                return q
+    return p
 
 
 def noise_from_spec(spec, rng=None):

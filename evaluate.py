@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from common import (accuracy_by_digits, check_room, check_writable, correct, eval_problems, load_checkpoint,
-                    majority, markdown_table, mistake_anatomy, opt, parse_config, pick_device, pyplot, results_paths,
-                    run_main, score, tokenizer_from, write_results)
+from common import (accuracy_by_digits, chance_accuracy, check_room, check_writable, correct, eval_problems,
+                    load_checkpoint, majority, markdown_table, mistake_anatomy, opt, parse_config, pick_device, pyplot,
+                    results_paths, run_main, score, tokenizer_from, write_results)
 from cot_data import MISTAKES
 
 PLAIN_MODELS = ["smart", "stupid", "learner", "expert_iteration", "learner_no_attempt"]
@@ -135,8 +135,8 @@ def main(argv=None):
             last = correct(models["learner"], tok, problems, [rec["completion"] for rec in last], target,
                            progress_bar=True)
             records["learner_on_smart" + ("" if r == 1 else f"_r{r}")] = last
-    results = {name: {"accuracy": accuracy_by_digits(recs), "records": recs}
-               for name, recs in records.items()}
+    results = {name: {"accuracy": accuracy_by_digits(recs), "verified_accuracy": accuracy_by_digits(recs, "verified"),
+                      "records": recs} for name, recs in records.items()}
     for kind, recs in sampled(models["smart"], tok, problems, cfg).items():
         results[f"smart_{kind}@{cfg.k}"] = {"accuracy": accuracy_by_digits(recs),
                                             "records": recs, "note": f"{cfg.k} samples at T={cfg.k_temperature}"}
@@ -144,15 +144,20 @@ def main(argv=None):
     v = verdict(results, N)
     v["anatomy"] = {name: mistake_anatomy([x for x in r["records"] if x["digits"] > N], data.task, data.fmt)
                     for name, r in results.items()}
+    chance = chance_accuracy(problems)
+    sloppy = {name: sum(x["correct"] and not x["verified"] for x in r["records"]) for name, r in results.items()}
+    rows = [(name, r["accuracy"]) for name, r in results.items()] + [("chance (the commonest answer)", chance)]
     table = markdown_table(["model"] + [f"{n}{'*' if n > N else ''}" for n in lengths],
-                           [[name] + [f"{100 * r['accuracy'].get(str(n), float('nan')):.0f}" for n in lengths]
-                            for name, r in results.items()])
+                           [[name] + [f"{100 * acc.get(str(n), float('nan')):.0f}" for n in lengths]
+                            for name, acc in rows])
     text = (f"{data.task}, trained on 1..{N} digits (* = longer than trained), exact-match %:\n\n{table}\n\n"
+            + "".join(f"{name}: {k} right answers with a wrong step (exact match counts them right)\n"
+                      for name, k in sloppy.items() if k)
             + "\n".join(verdict_lines(v, N, lengths[-1]))
             + f"\n\nWhy the answers past {N} digits are wrong (share of each model's wrong answers):"
             f"\n\n{anatomy_table(v['anatomy'])}")
     write_results(out, text, {"trained_max_digits": N, "task": data.task, "fmt": data.fmt, "verdict": v,
-                              "models": results}, plot(results, lengths, N) if cfg.plot else None)
+                              "chance": chance, "models": results}, plot(results, lengths, N) if cfg.plot else None)
 
 
 if __name__ == "__main__":

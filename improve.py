@@ -25,7 +25,7 @@ import torch
 from common import (BadInput, Optim, check_writable, correct, count_for_share, finetune,
                     load_checkpoint, opt, parse_config, pick_device, run_main, save_checkpoint, score,
                     tokenizer_from, write_text)
-from cot_data import KEEP, ProblemStream, answer_noise, answer_of, check, correction_prompt, eval_exclusions
+from cot_data import KEEP, ProblemStream, answer_noise, answer_of, check_chain, correction_prompt, eval_exclusions
 
 MODELS = ("learner", "expert_iteration", "learner_no_attempt")
 
@@ -67,7 +67,7 @@ def build_pairs(problems, solutions, attempts, cfg, rng):
     saw a long right attempt learns to rewrite every long attempt."""
     k = len(attempts) // len(problems)
     wrong = [(problems[j // k], a["completion"], solutions[problems[j // k].prompt])
-             for j, a in enumerate(attempts) if not a["correct"] and problems[j // k].prompt in solutions]
+             for j, a in enumerate(attempts) if not a["verified"] and problems[j // k].prompt in solutions]
     solved = [p for p in problems if p.prompt in solutions]
     n_near = min(len(solved), count_for_share(len(wrong), cfg.near_miss))
     pairs = wrong + [(p, answer_noise(p, rng).completion, solutions[p.prompt]) for p in rng.sample(solved, n_near)]
@@ -79,7 +79,8 @@ def build_pairs(problems, solutions, attempts, cfg, rng):
 
 def pairs_jsonl(pairs):
     """One JSON object per line: a person can read it, and an attempt's odd characters stay intact."""
-    return "".join(json.dumps({"problem": p.prompt, "attempt": att, "solution": sol}) + "\n" for p, att, sol in pairs)
+    return "".join(json.dumps({"problem": p.prompt, "operands": p.operands, "attempt": att, "solution": sol}) + "\n"
+                   for p, att, sol in pairs)
 
 
 def written(solution, target):
@@ -93,7 +94,7 @@ def training_examples(pairs, keep=True, max_run=None, target="solution"):
     program keeps it by construction. target="answer": the learner writes only the solution's answer.
     max_run: see correction_prompt."""
     def learner_target(p, att, sol):
-        if keep and check(p.task, p.fmt, p.operands, att)[1]:
+        if keep and check_chain(p.task, p.fmt, p.operands, att):   # every step right, not only the answer
             return KEEP
         return written(sol, target)
     return ([(correction_prompt(p.prompt, att, max_run), learner_target(p, att, sol)) for p, att, sol in pairs],
@@ -119,12 +120,13 @@ def main(argv=None):
                            exclude=eval_exclusions(data.task, data.max_digits))
     problems = [stream.sample() for _ in range(cfg.problems)]
     smart_recs = score(smart, tok, problems, progress_bar=True)
-    solutions = {p.prompt: r["completion"] for p, r in zip(problems, smart_recs) if r["correct"]}
+    solutions = {p.prompt: r["completion"] for p, r in zip(problems, smart_recs) if r["verified"]}
     attempts = score(stupid, tok, problems, temperature=cfg.attempt_temperature, num_samples=cfg.attempts,
                      seed=cfg.seed, progress_bar=True)
     pairs = build_pairs(problems, solutions, attempts, cfg, rng)
-    print(f"smart solved {sum(r['correct'] for r in smart_recs)}/{len(problems)} problems; "
-          f"{sum(not a['correct'] for a in attempts)}/{len(attempts)} of stupid's attempts are wrong; "
+    print(f"smart solved {sum(r['correct'] for r in smart_recs)}/{len(problems)} problems "
+          f"({sum(r['verified'] for r in smart_recs)} with every step right); "
+          f"{sum(not a['verified'] for a in attempts)}/{len(attempts)} of stupid's attempts are wrong; "
           f"{len(pairs)} correction pairs")
     if not pairs:
         raise BadInput("no correction pairs: stupid made no mistakes on the training problems, or smart solved none")
@@ -146,7 +148,7 @@ def main(argv=None):
         ccfg = replace(cfg, steps=steps)
         ei = score(smart, tok, [p for p, _, _ in pairs], temperature=cfg.attempt_temperature, seed=cfg.seed + 1)
         # smart's own verified-correct samples: its greedy solutions and its right samples
-        own = plain + [(p.prompt, r["completion"]) for (p, _, _), r in zip(pairs, ei) if r["correct"]]
+        own = plain + [(p.prompt, r["completion"]) for (p, _, _), r in zip(pairs, ei) if r["verified"]]
         trained["expert_iteration"] = finetune(smart, own, ccfg, tok, device, "expert_iteration", cfg.seed)
         trained["learner_no_attempt"] = finetune(stupid, plain, ccfg, tok, device, "learner_no_attempt", cfg.seed)
     for name, model in trained.items():   # written only once everything has trained

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from common import (BadInput, check_room, complete, llama_dir, load_checkpoint, opt, parse_config, pick_device,
-                    run_main, score, tokenizer_from)
+from common import (BadInput, check_room, complete, encode_prompt, llama_dir, load_checkpoint, opt, parse_config,
+                    pick_device, run_main, score, tokenizer_from)
 from cot_data import ProblemStream, eval_exclusions
 
 
@@ -27,7 +27,7 @@ class SampleConfig:
     num_samples: int = opt(1, "samples per prompt", lo=1)
     temperature: float = opt(0.0, "sampling temperature; 0 = greedy", lo=0)
     top_k: int = opt(None, "sample only among the k likeliest tokens [default: all]", lo=1)
-    max_new_tokens: int = opt(None, "tokens to generate for your own prompts [default: 128]", lo=1)
+    max_new_tokens: int = opt(None, "tokens to generate for your own prompts [default: 128, or the room the model has left]", lo=1)
     seed: int = opt(1, "random seed", lo=0)
     device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     quiet: bool = opt(False, "print only the summary")
@@ -68,8 +68,9 @@ def main(argv=None):
                 tok.encode(p)
             except ValueError as e:
                 raise BadInput(str(e)) from None
-        comps = complete(model, tok, prompts, cfg.max_new_tokens or 128, cfg.temperature, cfg.top_k,
-                         cfg.num_samples, seed=cfg.seed)
+        longest = max(len(encode_prompt(tok, p)) for p in prompts)   # by default, as much room as is left
+        new = cfg.max_new_tokens or max(1, min(128, model.cfg.block_size - longest))
+        comps = complete(model, tok, prompts, new, cfg.temperature, cfg.top_k, cfg.num_samples, seed=cfg.seed)
         for j, c in enumerate(comps):
             print(f"{prompts[j // cfg.num_samples]}{c}")
         return
@@ -82,15 +83,16 @@ def main(argv=None):
         problems = [stream.sample() for _ in range(cfg.num)]
     except ValueError as e:   # a format that cannot write numbers that long
         raise BadInput(str(e)) from None
-    check_room(model, tok, problems)
+    check_room(model, tok, problems, correcting=False)
     recs = score(model, tok, problems, temperature=cfg.temperature, num_samples=cfg.num_samples,
                  top_k=cfg.top_k, seed=cfg.seed, progress_bar=True)
     for j, r in enumerate(recs):
         if not cfg.quiet:
             p = problems[j // cfg.num_samples]
             print(f"{'ok ' if r['correct'] else 'BAD'} {p.prompt}{r['completion']}   (answer {r['answer']}, truth {p.answer})")
-    ok = sum(r["correct"] for r in recs)
-    print(f"{data.task} {data.fmt} {n} digits: {ok}/{len(recs)} correct ({100 * ok / len(recs):.1f}%)")
+    ok, steps = sum(r["correct"] for r in recs), sum(r["verified"] for r in recs)
+    print(f"{data.task} {data.fmt} {n} digits: {ok}/{len(recs)} correct ({100 * ok / len(recs):.1f}%), "
+          f"{steps} with every step right")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import (check_writable, eval_accuracy, load_checkpoint, log, markdown_table, opt,  # noqa: E402
+from common import (BadInput, check_writable, eval_accuracy, load_checkpoint, log, markdown_table, opt,  # noqa: E402
                     parse_config, percents, pyplot, results_paths, run_main, script, tokenizer_from, write_results)
-from cot_data import FORMATS, TASKS                                                           # noqa: E402
+from cot_data import FORMATS, TASKS, check_format                                             # noqa: E402
 
 
 @dataclass
@@ -35,6 +35,13 @@ class NoiseConfig:
     ffn_hidden: int = opt(384, "MLP hidden width of every model", lo=1)
     skip_existing: bool = opt(False, "reuse runs whose checkpoint exists")
     plot: bool = opt(True, "draw results.png (needs matplotlib)")
+
+    def check(self):
+        try:
+            check_format(self.task, self.fmt)
+        except ValueError as e:
+            raise BadInput(str(e)) from None
+
 
 CONDITIONS = [("clean", "none"), ("static 30%", "static:0.3"), ("static 70%", "static:0.7"),
               ("static 90%", "static:0.9"), ("lines 30%", "lines:0.3"), ("lines 50%", "lines:0.5"),

@@ -2,9 +2,11 @@ import random
 
 import pytest
 
-from cot_data import (FORMATS, TASKS, CharTokenizer, ProblemStream, check, drop_lines, dynamic_noise,
-                      eval_exclusions, eval_operands, eval_set, make_problem, parse_answer,
-                      random_operands, static_noise, truth)
+from cot_data import (TASKS, CharTokenizer, ProblemStream, check, check_chain, check_format, drop_lines,
+                      dynamic_noise, eval_exclusions, eval_operands, eval_set, formats_of, make_problem,
+                      parse_answer, random_operands, static_noise, truth)
+
+TASK_FORMATS = [(task, fmt) for task in TASKS for fmt in formats_of(task)]
 
 
 def python_truth(task, ops):
@@ -13,8 +15,7 @@ def python_truth(task, ops):
             "sort": lambda: sorted(ops), "median": lambda: sorted(ops)[len(ops) // 2]}[task]()
 
 
-@pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("task,fmt", TASK_FORMATS)
 def test_generated_cot_is_accepted_and_agrees_with_python(task, fmt):
     rng = random.Random(0)
     for n in list(range(1, 13)) + [20] + ([30] if fmt != "hints" else []):
@@ -28,6 +29,55 @@ def test_generated_cot_is_accepted_and_agrees_with_python(task, fmt):
             assert got == want
             assert p.completion.endswith("$") and p.completion.count("#") == 1
             assert len(str(max(ops))) <= n
+            assert check_chain(task, fmt, ops, p.completion)
+
+
+def test_column_formats_only_for_tasks_with_columns():
+    assert len(TASK_FORMATS) == 2 * 6 + 3 * 4
+    for task in ("sort", "median", "gcd"):
+        for fmt in ("steps", "compact"):
+            with pytest.raises(ValueError, match=f"{task} has no {fmt} format"):
+                make_problem(task, random_operands(task, 3, random.Random(0)), fmt)
+    with pytest.raises(ValueError, match="no bogus format"):
+        check_format("add", "bogus")
+
+
+@pytest.mark.parametrize("task,fmt", TASK_FORMATS)
+def test_chain_checker_rejects_every_broken_step(task, fmt):
+    """Every digit of the chain of thought changed, one at a time, is caught - even where the answer
+    stays right, which the answer checker alone would pass."""
+    rng = random.Random(11)
+    caught_with_right_answer = 0
+    for n in (1, 2, 4, 6):
+        ops = random_operands(task, n, rng)
+        c = make_problem(task, ops, fmt, n).completion
+        cot = c.rsplit("#", 1)[0]
+        for i, ch in enumerate(cot):
+            if ch.isdigit():
+                broken = c[:i] + str((int(ch) + rng.randrange(1, 10)) % 10) + c[i + 1:]
+                assert not check_chain(task, fmt, ops, broken)
+                caught_with_right_answer += check(task, fmt, ops, broken)[1]
+        assert not check_chain(task, fmt, ops, c[:-1]) and not check_chain(task, fmt, ops, c + "1")
+    assert caught_with_right_answer > 0 or fmt == "answer"
+
+
+def test_chain_checker_agrees_with_the_carry_rule():
+    """On reverse addition, an independent check - each carry and each answer digit from the
+    operands by the column rule - agrees with check_chain on right, mutated and noisy chains."""
+    rng = random.Random(12)
+    for _ in range(300):
+        n = rng.randint(1, 9)
+        p = make_problem("add", random_operands("add", n, rng), "reverse", n)
+        c = p.completion
+        if rng.random() < 0.5:
+            i = rng.randrange(len(c) - 1)
+            c = c[:i] + str(rng.randrange(10)) + c[i + 1:] if c[i].isdigit() else c
+        else:
+            c = dynamic_noise(p, rng, rate=0.5).completion
+        rule, sums = _carry_row_errors(p.prompt, c)
+        a = p.prompt[:-1].split("+")[0]
+        by_rule = not rule and not sums and c[0] == "0" and len(c) == 2 * len(a) + 5
+        assert check_chain("add", "reverse", p.operands, c) == by_rule, (p.prompt, c)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -93,7 +143,7 @@ def _carry_row_errors(prompt, completion):
     carries, answer = completion[:-1].split(";#")
     rule = [i for i in range(len(a)) if int(carries[i + 1]) != (int(a[i]) + int(b[i]) + int(carries[i])) // 10]
     sums = [i for i in range(len(a)) if int(answer[i]) != (int(a[i]) + int(b[i]) + int(carries[i])) % 10]
-    return rule, sums
+    return rule, sums + ([len(a)] if answer[len(a):] != carries[len(a):] else [])
 
 
 def test_dynamic_noise_makes_one_error_and_carries_it_through():
@@ -150,8 +200,7 @@ def test_compact_steps_have_a_fixed_size():
     assert steps == ["760>31", "851>41", "941>41"] and p.prompt == "789+654="
 
 
-@pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("task,fmt", TASK_FORMATS)
 def test_mistake_kinds_on_every_task_and_format(task, fmt):
     from cot_data import mistake_kinds
     rng = random.Random(7)
@@ -177,3 +226,18 @@ def test_mistake_kinds_on_every_task_and_format(task, fmt):
         # ...and with a wrong answer it is a chain-of-thought mistake
         assert "cot_wrong" in mistake_kinds(task, fmt, p.operands, broken + "#" + longer + "$")
     assert mistake_kinds(task, fmt, p.operands, cot + "$") == {"answer_wrong", "no_answer"}
+
+
+def test_gcd_answers_are_not_mostly_one():
+    """Drawn independently, most pairs have gcd 1 and answering '1' would score well; drawn with a
+    common factor first, no answer is common (chance_accuracy is what always giving the commonest scores)."""
+    from collections import Counter
+    from common import chance_accuracy
+    for n in range(2, 13):
+        ops = eval_operands("gcd", n, 200)
+        counts = Counter(truth("gcd", o) for o in ops)
+        assert counts["1"] <= 0.1 * len(ops) and counts.most_common(1)[0][1] <= 0.1 * len(ops), (n, counts.most_common(3))
+        assert all(len(str(x)) == n for o in ops for x in o)
+    probs = eval_set("gcd", 3, size=50) + eval_set("add", 1, size=50)
+    assert chance_accuracy(probs) == {"1": max(Counter(p.answer for p in probs if p.digits == 1).values()) / 20,
+                                      "3": max(Counter(p.answer for p in probs if p.digits == 3).values()) / 50}

@@ -97,3 +97,18 @@ def test_arms_summary_gives_mean_and_spread_over_seeds():
         return {"models": models, "verdict": verdict, "task": "add"}
     text = summary({"answer": [run(0.8, 0.1), run(0.6, 0.3)]}, 2, [3, 4])
     assert "| answer | 2 | 70.0 ± 10.0 | 35.0 ± 5.0 | 20.0 ± 10.0 | 10.0 ± 0.0 | 20.0 ± 0.0 | 30.0 ± 0.0 | 50.0 ± 0.0 | 50 |" in text
+
+
+def test_tasks_study_tables_a_finished_run(pipeline, tmp_path):
+    """experiments/tasks.py reuses a task whose run is done and tables what it gives past N."""
+    import shutil
+    (tmp_path / "add").mkdir()
+    shutil.copy(pipeline / "results.json", tmp_path / "add" / "results.json")
+    (tmp_path / "add" / "seconds.json").write_text(json.dumps({"train": 1, "corrupt": 2, "improve": 3, "evaluate": 4}))
+    r = run("experiments/tasks.py", f"--out_dir={tmp_path}", "--tasks=add")
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = (tmp_path / "results.md").read_text()
+    assert "| add (reverse) | 2 |" in table and "1 + 2 + 3 + 4 = 10" in table
+    d = json.load(open(tmp_path / "results.json"))["tasks"]["add"]
+    assert set(d["accuracy"]["smart"]) == {"1", "2", "3"} and d["verdict"]["smart_wrong_past_N"] >= 0
+    assert "no task 'div'" in run("experiments/tasks.py", f"--out_dir={tmp_path}", "--tasks=add,div").stderr

@@ -5,7 +5,8 @@ import random
 import pytest
 
 from conftest import run
-from cot_data import check, make_problem, noise_from_spec, random_operands
+from cot_data import (TASKS, answer_of, chain_of, check, drop_lines, dynamic_noise, formats_of, make_problem,
+                      noise_from_spec, random_operands, static_noise)
 from test_cli import one_line_error
 
 
@@ -48,3 +49,37 @@ def test_noise_study_runs_end_to_end(tmp_path):
     assert {"clean", "static 90%", "lines 50%", "dynamic 10%", "mul answer only"} <= set(d)
     assert d["dynamic 50%"]["noise"] == "dynamic:0.5" and set(d["clean"]["accuracy"]) == {"1"}
     assert "| clean (add, reverse) |" in (tmp_path / "results.md").read_text()
+
+
+TASK_FORMATS = [(t, f) for t in TASKS for f in formats_of(t) if f != "answer"]
+
+
+@pytest.mark.parametrize("task,fmt", TASK_FORMATS)
+def test_each_injector_changes_what_it_claims_on_every_task(task, fmt):
+    """dynamic: a wrong answer, reached through a changed chain of thought (in column formats the
+    fault is never on the last column, where only the answer would show it); static: changed chain
+    digits, the answer kept; lines: the lines gone, the answer kept."""
+    rng = random.Random(3)
+    ps = [make_problem(task, random_operands(task, n, rng), fmt, n) for n in range(2, 7) for _ in range(60)]
+    dynamic = [dynamic_noise(p, rng) for p in ps]
+    changed = [(p, q) for p, q in zip(ps, dynamic) if q is not p]
+    assert len(changed) >= 0.99 * len(ps)
+    for p, q in changed:
+        assert not check(task, fmt, q.operands, q.completion)[1]
+        assert chain_of(q.completion) != chain_of(p.completion)
+    for p in ps[::10]:
+        q = static_noise(p, 1.0, rng)   # at rate 1 every digit of the chain changes, and nothing else
+        assert check(task, fmt, q.operands, q.completion)[1] and answer_of(q.completion) == answer_of(p.completion)
+        assert all((a != b) == a.isdigit() for a, b in zip(chain_of(p.completion), chain_of(q.completion)))
+        d = drop_lines(p, 1.0, rng)
+        assert d.completion == answer_of(p.completion) and check(task, fmt, d.operands, d.completion)[1]
+
+
+def test_dynamic_noise_leaves_alone_only_what_cannot_go_wrong():
+    assert dynamic_noise(make_problem("gcd", [7, 1], "reverse"), random.Random(0)).completion == \
+        make_problem("gcd", [7, 1], "reverse").completion           # 7 % 1 = 0: no step can go wrong
+    p = make_problem("median", [3, 3, 3, 3, 3], "reverse")
+    assert dynamic_noise(p, random.Random(0)) is p
+    p = make_problem("median", [4, 1, 4, 8, 5], "reverse")          # only the last pick can change it
+    assert all(not check("median", "reverse", p.operands, dynamic_noise(p, random.Random(s)).completion)[1]
+               for s in range(20))

@@ -38,10 +38,12 @@ def test_pairs_never_hold_evaluation_problems(pipeline):
 def test_attempt_slot_is_used():
     from cot_data import make_problem
     p = make_problem("add", [12, 34], "reverse")
-    with_attempt, without = training_examples([(p, "00;#999$", p.completion), (p, "00;#64$", p.completion)])
+    with_attempt, without = training_examples([(p, "00;#999$", p.completion), (p, "000;#640$", p.completion),
+                                               (p, "00;#64$", p.completion)])
     assert with_attempt[0][0] == "21+43=00;#999>" and with_attempt[0][1] == p.completion
-    assert with_attempt[1] == ("21+43=00;#64>", "$")            # a right attempt: keep it
-    assert without == [(p.prompt, p.completion)] * 2
+    assert with_attempt[1] == ("21+43=000;#640>", "$")          # a right attempt: keep it
+    assert with_attempt[2] == ("21+43=00;#64>", p.completion)   # the right answer, a wrong chain: not kept
+    assert without == [(p.prompt, p.completion)] * 3
     assert training_examples([(p, "00;#64$", p.completion)], keep=False)[0][0][1] == p.completion
 
 
@@ -162,8 +164,8 @@ def test_an_answer_only_learner_keeps_the_attempts_chain_of_thought():
 def test_answer_only_targets():
     from cot_data import make_problem
     p = make_problem("add", [12, 34], "reverse")
-    ex, _ = training_examples([(p, "00;#999$", p.completion), (p, "00;#64$", p.completion)], target="answer")
-    assert ex == [("21+43=00;#999>", "#640$"), ("21+43=00;#64>", "$")]      # the answer part of 000;#640$
+    ex, _ = training_examples([(p, "00;#999$", p.completion), (p, "000;#640$", p.completion)], target="answer")
+    assert ex == [("21+43=00;#999>", "#640$"), ("21+43=000;#640>", "$")]    # the answer part of 000;#640$
 
 
 def test_a_digits_learner_edits_the_attempts_answer_in_place():
