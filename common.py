@@ -465,12 +465,11 @@ def overwrite(answer, edit):
     return "#" + new[:len(old)] + old[len(new):] + "$"
 
 
-def accuracy_by_digits(recs, key="correct"):
-    """{"digits": share correct (or with key="verified": share with every step right)}, shortest
-    first; keyed by text, as results.json keys it."""
+def accuracy_by_digits(recs):
+    """{"digits": share correct}, shortest first; keyed by text, as results.json keys it."""
     acc = {}
     for r in recs:
-        acc.setdefault(r["digits"], []).append(r[key])
+        acc.setdefault(r["digits"], []).append(r["correct"])
     return {str(n): sum(v) / len(v) for n, v in sorted(acc.items())}
 
 

@@ -19,7 +19,7 @@ import torch
 from common import (BadInput, Optim, check_writable, count_for_share, eval_accuracy, load_checkpoint, opt,
                     pair_batches, parse_config, percents, pick_device, run_main, save_checkpoint, score,
                     tokenizer_from, train_loop)
-from cot_data import ProblemStream, check, dynamic_noise, eval_exclusions, static_noise
+from cot_data import ProblemStream, dynamic_noise, eval_exclusions, static_noise
 
 
 @dataclass
@@ -63,9 +63,9 @@ def wrong_and_right(smart, tok, problems, cfg, rng):
                      seed=cfg.seed, progress_bar=True)
         wrong = [(problems[j // cfg.samples].prompt, r["completion"]) for j, r in enumerate(recs)
                  if not r["correct"] and r["completion"].endswith("$")]   # a wrong answer, not only a wrong step
-    elif cfg.noise == "dynamic":      # a problem where no step can go wrong comes back right: left out
-        noisy = [dynamic_noise(p, rng) for p in problems]
-        wrong = [(q.prompt, q.completion) for q in noisy if not check(q.task, q.fmt, q.operands, q.completion)[1]]
+    elif cfg.noise == "dynamic":      # a problem where no step can go wrong comes back as it was: left out
+        noisy = [(p, dynamic_noise(p, rng)) for p in problems]
+        wrong = [(q.prompt, q.completion) for p, q in noisy if q is not p]
     else:                             # wrong working, right answer; a chain that drew no change is left out
         noisy = [(p, static_noise(p, cfg.static_rate, rng)) for p in problems]
         wrong = [(q.prompt, q.completion) for p, q in noisy if q.completion != p.completion]

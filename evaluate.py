@@ -135,8 +135,7 @@ def main(argv=None):
             last = correct(models["learner"], tok, problems, [rec["completion"] for rec in last], target,
                            progress_bar=True)
             records["learner_on_smart" + ("" if r == 1 else f"_r{r}")] = last
-    results = {name: {"accuracy": accuracy_by_digits(recs), "verified_accuracy": accuracy_by_digits(recs, "verified"),
-                      "records": recs} for name, recs in records.items()}
+    results = {name: {"accuracy": accuracy_by_digits(recs), "records": recs} for name, recs in records.items()}
     for kind, recs in sampled(models["smart"], tok, problems, cfg).items():
         results[f"smart_{kind}@{cfg.k}"] = {"accuracy": accuracy_by_digits(recs),
                                             "records": recs, "note": f"{cfg.k} samples at T={cfg.k_temperature}"}

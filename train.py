@@ -20,8 +20,7 @@ import torch
 from common import (BadInput, DataConfig, Optim, check_room, check_writable, eval_accuracy, eval_problems, llama_dir,
                     load_checkpoint, log, make_optimizer, new_run_id, opt, parse_config, percents, pick_device,
                     run_main, save_checkpoint, stream_batches, tokenizer_from, tokens_needed, train_loop)
-from cot_data import (FORMATS, TASKS, CharTokenizer, ProblemStream, check_format, eval_exclusions, eval_set,
-                      noise_from_spec)
+from cot_data import FORMATS, TASKS, CharTokenizer, ProblemStream, check_format, eval_exclusions, noise_from_spec
 from model import GPT, ModelConfig
 
 
@@ -64,8 +63,9 @@ class TrainConfig(Optim):
     abacus_offset: int = opt(20, "abacus: random shift of digit indices in training, so long ones get trained", lo=0)
 
     def check(self):
-        for name, value in TASK_DEFAULTS[self.task].items():
-            setattr(self, name, value if getattr(self, name) is None else getattr(self, name))
+        for name, value in TASK_DEFAULTS[self.task].items():   # what the user did not set
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         self.check_optim()
         try:
             check_format(self.task, self.fmt)
@@ -85,8 +85,9 @@ class TrainConfig(Optim):
                            f"below max_digit_index ({self.max_digit_index})")
         if self.block_size is None:
             try:
-                need = tokens_needed(CharTokenizer(), [p for n in range(1, longest + 1)
-                                                       for p in eval_set(self.task, n, self.fmt, self.eval_size)])
+                tok = CharTokenizer()
+                data = DataConfig(self.task, self.fmt, self.max_digits, tok.config())
+                need = tokens_needed(tok, eval_problems(data, range(1, longest + 1), self.eval_size))
             except ValueError as e:   # a format that cannot write numbers that long
                 raise BadInput(str(e)) from None
             self.block_size = 2 ** math.ceil(math.log2(need))

@@ -43,8 +43,11 @@ def task_run(cfg, task):
         seconds = {}
         for stage in STAGES:
             t0 = time.time()
-            args = dict(out_dir=out, **({"task": task} if stage == "train.py" else {}),
-                        **({"plot": False} if stage == "evaluate.py" else {}))
+            args = {"out_dir": out}
+            if stage == "train.py":
+                args["task"] = task        # the rest of its options follow the task
+            if stage == "evaluate.py":
+                args["plot"] = False
             script(stage, args, threads=cfg.threads or None)
             seconds[stage[:-3]] = round(time.time() - t0)
             print(f"{task}: {stage} {seconds[stage[:-3]]}s", flush=True)
