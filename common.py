@@ -146,6 +146,8 @@ class Optim:
     warmup: int = opt(100, "steps of linear warmup", lo=0)
     weight_decay: float = opt(0.1, "AdamW weight decay of the matrices", lo=0)
     grad_clip: float = opt(1.0, "clip the gradient norm to this", gt=0)
+    length_groups: int = opt(4, "cut each batch into this many chunks of similar length, each padded only to "
+                             "its own longest (the same examples and gradient, less padding to compute)", lo=1)
 
     def check_optim(self):
         if self.min_lr > self.lr:
@@ -288,6 +290,15 @@ def collate(pairs, device):
     return x.to(device), y.to(device)
 
 
+def collate_by_length(pairs, device, groups):
+    """A batch as `groups` chunks of similar length, each padded only to its own longest: the pairs
+    sorted by length and cut evenly. Weighted by their loss tokens (train_loop), the chunks' losses
+    are the whole batch's loss, with fewer padded positions to compute. -> list of (x, y)."""
+    pairs = sorted(pairs, key=lambda pc: len(pc[0]) + len(pc[1]))
+    size = math.ceil(len(pairs) / groups)
+    return [collate(pairs[i:i + size], device) for i in range(0, len(pairs), size)]
+
+
 def lr_at(step, cfg):
     """Linear warmup, then cosine decay to min_lr."""
     if step < cfg.warmup:
@@ -308,7 +319,8 @@ def train_loop(model, get_batch, cfg, optimizer=None, start_step=0, evaluate=Non
                desc="train"):
     """The one training loop; it trains `model` in place. AdamW, warmup + cosine, gradient clipping,
     a progress bar with loss and tokens/s. evaluate(step) runs every eval_every steps and at the end;
-    training stops early once stop(its result) is true. get_batch(step) -> (x, y).
+    training stops early once stop(its result) is true. get_batch(step) -> a batch as a list of
+    (x, y) chunks (collate_by_length); their gradients add up to the whole batch's.
     Returns (steps done, the last evaluation's result or None)."""
     optimizer = optimizer or make_optimizer(model, cfg)
     model.train()
@@ -317,15 +329,20 @@ def train_loop(model, get_batch, cfg, optimizer=None, start_step=0, evaluate=Non
     for step in bar:
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, cfg)
-        x, y = get_batch(step)
-        _, loss = model(x, y)
+        chunks = get_batch(step)
+        counts = [int((y >= 0).sum()) for _, y in chunks]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = 0.0
+        for (x, y), n in zip(chunks, counts):
+            _, chunk_loss = model(x, y)
+            chunk_loss = chunk_loss * n / sum(counts)   # the mean over the whole batch's loss tokens
+            chunk_loss.backward()
+            loss += chunk_loss.detach()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        tokens += int((y >= 0).sum())
+        tokens += sum(counts)
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
+            bar.set_postfix(loss=f"{float(loss):.4f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
         if evaluate and (step == cfg.steps - 1 or (eval_every and (step + 1) % eval_every == 0)):
             result = evaluate(step + 1)
             if stop and stop(result):
@@ -340,25 +357,28 @@ def finetune(model, examples, cfg, tok, device, desc, seed):
     what was trained before it: the learner and the controls can be compared and rerun one by one."""
     model = copy.deepcopy(model)
     torch.manual_seed(seed)
-    train_loop(model, pair_batches(examples, tok, cfg.batch_size, device, seed), cfg, desc=desc)
+    train_loop(model, pair_batches(examples, tok, cfg, device, seed), cfg, desc=desc)
     return model
 
 
-def stream_batches(stream, tok, batch_size, device, noise=None):
-    """get_batch() over a ProblemStream; noise(problem) may rewrite a training problem."""
+def stream_batches(stream, tok, cfg, device, noise=None):
+    """get_batch() over a ProblemStream, cfg.batch_size problems a step (cfg: Optim); noise(problem)
+    may rewrite a training problem."""
     def get_batch(step):
-        probs = [stream.sample() for _ in range(batch_size)]
+        probs = [stream.sample() for _ in range(cfg.batch_size)]
         if noise:
             probs = [noise(p) for p in probs]
-        return collate([(encode_prompt(tok, p.prompt), tok.encode(p.completion)) for p in probs], device)
+        return collate_by_length([(encode_prompt(tok, p.prompt), tok.encode(p.completion)) for p in probs], device,
+                                 cfg.length_groups)
     return get_batch
 
 
-def pair_batches(pairs, tok, batch_size, device, seed=0):
+def pair_batches(pairs, tok, cfg, device, seed=0):
     """get_batch() over a fixed list of (prompt text, completion text) pairs, drawn at random."""
     rng = random.Random(seed)
     encoded = [(encode_prompt(tok, p), tok.encode(c)) for p, c in pairs]
-    return lambda step: collate([rng.choice(encoded) for _ in range(batch_size)], device)
+    return lambda step: collate_by_length([rng.choice(encoded) for _ in range(cfg.batch_size)], device,
+                                          cfg.length_groups)
 
 
 def count_for_share(n, share):

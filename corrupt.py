@@ -91,7 +91,7 @@ def main(argv=None):
     smart_acc, _ = mean_accuracy(smart, tok, data, cfg.eval_size)
     lo, hi = cfg.band_lo * smart_acc, cfg.band_hi * smart_acc
     stupid, t0 = copy.deepcopy(smart), time.time()
-    step, (acc, per) = train_loop(stupid, pair_batches(mix, tok, cfg.batch_size, device, cfg.seed), cfg,
+    step, (acc, per) = train_loop(stupid, pair_batches(mix, tok, cfg, device, cfg.seed), cfg,
                                   evaluate=lambda step: mean_accuracy(stupid, tok, data, cfg.eval_size),
                                   eval_every=cfg.eval_every, stop=lambda result: result[0] <= hi, desc="stupid")
     save_checkpoint(path, stupid, "stupid", step, data, ckpt["run"],

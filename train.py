@@ -147,7 +147,7 @@ def main(argv=None):
         rng = {"torch": torch.get_rng_state(), "stream": stream.rng.getstate(), "noise": noise_rng.getstate()}
         save_checkpoint(path, model, "smart", step, data, run, optimizer, extra={"rng": rng, "train_cfg": asdict(cfg)})
 
-    batches = stream_batches(stream, tok, cfg.batch_size, device, noise_from_spec(cfg.noise, noise_rng))
+    batches = stream_batches(stream, tok, cfg, device, noise_from_spec(cfg.noise, noise_rng))
     train_loop(model, batches, cfg, optimizer, start, evaluate, cfg.eval_every, desc="smart")
     print(f"wrote {path} after {time.time() - t0:.0f}s")
 

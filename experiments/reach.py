@@ -102,7 +102,7 @@ def run_arm(arm, cfg, device):
         if labels:   # nothing agreed on yet: nothing to learn from this round
             truth = [truth_stream.sample() for _ in range(len(labels))]
             examples = labels + [(p.prompt, p.completion) for p in truth]
-            train_loop(smart, pair_batches(examples, tok, cfg.batch_size, device, seed=cfg.seed + r), cfg,
+            train_loop(smart, pair_batches(examples, tok, cfg, device, seed=cfg.seed + r), cfg,
                        desc=f"{arm} round {r}")
         acc = measure(smart, learner, tok, tests, target)
         rows.append(dict(arm=arm, round=r, digits=n, kept=len(new_labels), right=right,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cot_data import CharTokenizer, make_problem, random_operands
-from common import CheckpointError, DataConfig, collate, load_checkpoint, save_checkpoint
+from common import CheckpointError, DataConfig, collate, collate_by_length, load_checkpoint, save_checkpoint
 from model import GPT, KVCache, ModelConfig, digit_indices, generate
 
 
@@ -165,3 +165,22 @@ def test_collate_masks_the_prompt():
     x, y = collate([([1, 2, 3], [4, 5]), ([1], [6, 7, 8])], "cpu")
     assert x.tolist() == [[1, 2, 3, 4], [1, 6, 7, 0]]
     assert y.tolist() == [[-1, -1, 4, 5], [6, 7, 8, -1]]
+
+
+def test_length_groups_give_the_whole_batch_gradient():
+    """train_loop's chunks of similar length, weighted by their loss tokens, are the same batch."""
+    tok, rng = CharTokenizer(), random.Random(0)
+    pairs = [(tok.encode(p.prompt), tok.encode(p.completion)) for p in
+             (make_problem("add", random_operands("add", rng.randint(1, 6), rng), "reverse") for _ in range(13))]
+    chunks = collate_by_length(pairs, "cpu", 4)
+    assert len(chunks) == 4 and sum(x.size(0) for x, _ in chunks) == 13
+    assert sum(x.numel() for x, _ in chunks) < collate(pairs, "cpu")[0].numel()   # less padding
+    from common import Optim, train_loop
+    cfg = Optim(steps=2, warmup=0, lr=1e-2, min_lr=1e-2, weight_decay=0.0, grad_clip=1e9)
+    trained = []
+    for batch in ([collate(pairs, "cpu")], chunks):
+        torch.manual_seed(0)
+        m = tiny(abacus_offset=0)
+        train_loop(m, lambda step: batch, cfg)
+        trained.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    assert torch.allclose(trained[0], trained[1], atol=1e-5)
