@@ -146,7 +146,7 @@ class Optim:
     warmup: int = opt(100, "steps of linear warmup", lo=0)
     weight_decay: float = opt(0.1, "AdamW weight decay of the matrices", lo=0)
     grad_clip: float = opt(1.0, "clip the gradient norm to this", gt=0)
-    length_groups: int = opt(4, "cut each batch into this many chunks of similar length, each padded only to "
+    length_groups: int = opt(1, "cut each batch into this many chunks of similar length, each padded only to "
                              "its own longest (the same examples and gradient, less padding to compute)", lo=1)
 
     def check_optim(self):
@@ -294,6 +294,8 @@ def collate_by_length(pairs, device, groups):
     """A batch as `groups` chunks of similar length, each padded only to its own longest: the pairs
     sorted by length and cut evenly. Weighted by their loss tokens (train_loop), the chunks' losses
     are the whole batch's loss, with fewer padded positions to compute. -> list of (x, y)."""
+    if groups == 1:   # the batch as drawn
+        return [collate(pairs, device)]
     pairs = sorted(pairs, key=lambda pc: len(pc[0]) + len(pc[1]))
     size = math.ceil(len(pairs) / groups)
     return [collate(pairs[i:i + size], device) for i in range(0, len(pairs), size)]
