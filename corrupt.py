@@ -11,6 +11,7 @@ where it landed and whether that is inside [band_lo, band_hi] x smart's accuracy
 """
 import copy
 import random
+import re
 import time
 from dataclasses import asdict, dataclass
 
@@ -61,8 +62,10 @@ def wrong_and_right(smart, tok, problems, cfg, rng):
     if cfg.noise == "sample":
         recs = score(smart, tok, problems, temperature=cfg.temperature, num_samples=cfg.samples,
                      seed=cfg.seed, progress_bar=True)
+        # a wrong answer, not only a wrong step; and a number the model can index, or it cannot train on it
+        too_long = re.compile(r"\d{%d,}" % smart.cfg.max_digit_index)
         wrong = [(problems[j // cfg.samples].prompt, r["completion"]) for j, r in enumerate(recs)
-                 if not r["correct"] and r["completion"].endswith("$")]   # a wrong answer, not only a wrong step
+                 if not r["correct"] and r["completion"].endswith("$") and not too_long.search(r["completion"])]
     elif cfg.noise == "dynamic":      # a problem where no step can go wrong comes back as it was: left out
         noisy = [(p, dynamic_noise(p, rng)) for p in problems]
         wrong = [(q.prompt, q.completion) for p, q in noisy if q is not p]
