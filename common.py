@@ -333,16 +333,17 @@ def train_loop(model, get_batch, cfg, optimizer=None, start_step=0, evaluate=Non
             g["lr"] = lr_at(step, cfg)
         chunks = get_batch(step)
         counts = [int((y >= 0).sum()) for _, y in chunks]
+        total = sum(counts)
         optimizer.zero_grad(set_to_none=True)
         loss = 0.0
         for (x, y), n in zip(chunks, counts):
             _, chunk_loss = model(x, y)
-            chunk_loss = chunk_loss * n / sum(counts)   # the mean over the whole batch's loss tokens
+            chunk_loss = chunk_loss * n / total   # the mean over the whole batch's loss tokens
             chunk_loss.backward()
             loss += chunk_loss.detach()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        tokens += sum(counts)
+        tokens += total
         if step % 10 == 0:
             bar.set_postfix(loss=f"{float(loss):.4f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
         if evaluate and (step == cfg.steps - 1 or (eval_every and (step + 1) % eval_every == 0)):

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from cot_data import CharTokenizer, make_problem, random_operands
-from common import CheckpointError, DataConfig, collate, collate_by_length, load_checkpoint, save_checkpoint
+from common import (CheckpointError, DataConfig, Optim, collate, collate_by_length, load_checkpoint, save_checkpoint,
+                    train_loop)
 from model import GPT, KVCache, ModelConfig, digit_indices, generate
 
 
@@ -175,7 +176,6 @@ def test_length_groups_give_the_whole_batch_gradient():
     chunks = collate_by_length(pairs, "cpu", 4)
     assert len(chunks) == 4 and sum(x.size(0) for x, _ in chunks) == 13
     assert sum(x.numel() for x, _ in chunks) < collate(pairs, "cpu")[0].numel()   # less padding
-    from common import Optim, train_loop
     cfg = Optim(steps=2, warmup=0, lr=1e-2, min_lr=1e-2, weight_decay=0.0, grad_clip=1e9)
     trained = []
     for batch in ([collate(pairs, "cpu")], chunks):
