@@ -146,8 +146,8 @@ class Optim:
     warmup: int = opt(100, "steps of linear warmup", lo=0)
     weight_decay: float = opt(0.1, "AdamW weight decay of the matrices", lo=0)
     grad_clip: float = opt(1.0, "clip the gradient norm to this", gt=0)
-    length_groups: int = opt(1, "cut each batch into this many chunks of similar length, each padded only to "
-                             "its own longest (the same examples and gradient, less padding to compute)", lo=1)
+    pack: bool = opt(True, "lay a batch's examples end to end in rows, each attending only to itself, instead of "
+                     "padding each to the longest: the same loss with fewer positions to compute")
 
     def check_optim(self):
         if self.min_lr > self.lr:
@@ -290,15 +290,39 @@ def collate(pairs, device):
     return x.to(device), y.to(device)
 
 
-def collate_by_length(pairs, device, groups):
-    """A batch as `groups` chunks of similar length, each padded only to its own longest: the pairs
-    sorted by length and cut evenly. Weighted by their loss tokens (train_loop), the chunks' losses
-    are the whole batch's loss, with fewer padded positions to compute. -> list of (x, y)."""
-    if groups == 1:   # the batch as drawn
-        return [collate(pairs, device)]
-    pairs = sorted(pairs, key=lambda pc: len(pc[0]) + len(pc[1]))
-    size = math.ceil(len(pairs) / groups)
-    return [collate(pairs[i:i + size], device) for i in range(0, len(pairs), size)]
+def pack(pairs, device):
+    """The same examples as collate, laid end to end in rows as long as the longest (first fit,
+    longest first). -> x, y, positions (from 0 in each example) and an attention mask that keeps
+    each example to itself (B, 1, T, T): the loss is collate's, with fewer padded positions."""
+    seqs = [p + c for p, c in pairs]
+    T = max(map(len, seqs)) - 1
+    rows, room = [], []
+    for i in sorted(range(len(seqs)), key=lambda i: -len(seqs[i])):
+        n = len(seqs[i]) - 1
+        r = next((r for r, free in enumerate(room) if free >= n), len(rows))
+        if r == len(rows):
+            rows.append([]), room.append(T)
+        rows[r].append(i)
+        room[r] -= n
+    x = torch.zeros(len(rows), T, dtype=torch.long)
+    y = torch.full((len(rows), T), -1, dtype=torch.long)
+    positions = torch.zeros(len(rows), T, dtype=torch.long)
+    example = torch.full((len(rows), T), -1, dtype=torch.long)   # padding: -1, a block of its own
+    for r, members in enumerate(rows):
+        at = 0
+        for i in members:
+            seq, n, p = torch.tensor(seqs[i]), len(seqs[i]) - 1, len(pairs[i][0])
+            x[r, at:at + n], y[r, at + p - 1:at + n] = seq[:-1], seq[p:]
+            positions[r, at:at + n], example[r, at:at + n] = torch.arange(n), i
+            at += n
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    mask = (example[:, :, None] == example[:, None, :]) & causal
+    return x.to(device), y.to(device), positions.to(device), mask[:, None].to(device)
+
+
+def make_batch(pairs, device, packed):
+    """A training batch (x, y, positions, mask): packed, or padded with the default causal mask."""
+    return pack(pairs, device) if packed else (*collate(pairs, device), None, None)
 
 
 def lr_at(step, cfg):
@@ -321,8 +345,7 @@ def train_loop(model, get_batch, cfg, optimizer=None, start_step=0, evaluate=Non
                desc="train"):
     """The one training loop; it trains `model` in place. AdamW, warmup + cosine, gradient clipping,
     a progress bar with loss and tokens/s. evaluate(step) runs every eval_every steps and at the end;
-    training stops early once stop(its result) is true. get_batch(step) -> a batch as a list of
-    (x, y) chunks (collate_by_length); their gradients add up to the whole batch's.
+    training stops early once stop(its result) is true. get_batch(step) -> a batch (make_batch).
     Returns (steps done, the last evaluation's result or None)."""
     optimizer = optimizer or make_optimizer(model, cfg)
     model.train()
@@ -331,21 +354,15 @@ def train_loop(model, get_batch, cfg, optimizer=None, start_step=0, evaluate=Non
     for step in bar:
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, cfg)
-        chunks = get_batch(step)
-        counts = [int((y >= 0).sum()) for _, y in chunks]
-        total = sum(counts)
+        x, y, positions, mask = get_batch(step)
         optimizer.zero_grad(set_to_none=True)
-        loss = 0.0
-        for (x, y), n in zip(chunks, counts):
-            _, chunk_loss = model(x, y)
-            chunk_loss = chunk_loss * n / total   # the mean over the whole batch's loss tokens
-            chunk_loss.backward()
-            loss += chunk_loss.detach()
+        _, loss = model(x, y, positions=positions, mask=mask)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        tokens += total
+        tokens += int((y >= 0).sum())
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{float(loss):.4f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
         if evaluate and (step == cfg.steps - 1 or (eval_every and (step + 1) % eval_every == 0)):
             result = evaluate(step + 1)
             if stop and stop(result):
@@ -371,8 +388,7 @@ def stream_batches(stream, tok, cfg, device, noise=None):
         probs = [stream.sample() for _ in range(cfg.batch_size)]
         if noise:
             probs = [noise(p) for p in probs]
-        return collate_by_length([(encode_prompt(tok, p.prompt), tok.encode(p.completion)) for p in probs], device,
-                                 cfg.length_groups)
+        return make_batch([(encode_prompt(tok, p.prompt), tok.encode(p.completion)) for p in probs], device, cfg.pack)
     return get_batch
 
 
@@ -380,8 +396,7 @@ def pair_batches(pairs, tok, cfg, device, seed=0):
     """get_batch() over a fixed list of (prompt text, completion text) pairs, drawn at random."""
     rng = random.Random(seed)
     encoded = [(encode_prompt(tok, p), tok.encode(c)) for p, c in pairs]
-    return lambda step: collate_by_length([rng.choice(encoded) for _ in range(cfg.batch_size)], device,
-                                          cfg.length_groups)
+    return lambda step: make_batch([rng.choice(encoded) for _ in range(cfg.batch_size)], device, cfg.pack)
 
 
 def count_for_share(n, share):

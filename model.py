@@ -83,11 +83,13 @@ def apply_rope(x, cos, sin):
     return out.type_as(x)
 
 
-def digit_indices(idx, digit_lo):
-    """Index of each digit inside its own run of digits (1, 2, 3, ...), 0 for every other token."""
+def digit_indices(idx, digit_lo, starts=None):
+    """Index of each digit inside its own run of digits (1, 2, 3, ...), 0 for every other token.
+    starts (bool, like idx): where a new sequence begins, which also begins a new run (packed rows)."""
     d = ((idx >= digit_lo) & (idx < digit_lo + 10)).long()
     c = d.cumsum(-1)
-    return (c - torch.cummax(c * (1 - d), dim=-1).values) * d
+    brk = c * (1 - d) if starts is None else torch.where((d == 0) | starts, c - d, 0)
+    return (c - torch.cummax(brk, dim=-1).values) * d
 
 
 class Attention(nn.Module):
@@ -178,8 +180,9 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None, positions=None, mask=None, cache=None, digit_index=None):
         """idx (B, T) -> (logits (B, T, V), loss or None). targets use -1 for positions without loss.
-        positions: absolute position of each token (default 0..T-1, after the cache's contents);
-        mask: boolean attention mask (B, 1, T, T_keys) where padding is involved, else causal;
+        positions: each token's position in its own sequence (default 0..T-1, after the cache's
+        contents; a packed row holds several sequences, each from 0);
+        mask: boolean attention mask (B, 1, T, T_keys) where padding or packing is involved, else causal;
         digit_index: abacus indices (default computed from idx, which is wrong mid-number only
         when the cache splits a number - generate() passes them in)."""
         B, T = idx.shape
@@ -196,15 +199,18 @@ class GPT(nn.Module):
             ang = positions[:, None, :, None].float() * self.inv_freq   # (B, 1, T, hd/2)
             rope = (ang.cos(), ang.sin())
         elif self.cfg.pos == "abacus":
-            di = digit_indices(idx, self.cfg.digit_lo) if digit_index is None else digit_index
+            di = digit_indices(idx, self.cfg.digit_lo, positions == 0) if digit_index is None else digit_index
             if di.max() >= self.cfg.max_digit_index:
                 raise ValueError(f"a number of {int(di.max())} digits is longer than the model supports "
                                  f"(max_digit_index {self.cfg.max_digit_index})")
             if self.training and self.cfg.abacus_offset > 0:
                 # one random shift per sequence, and none for half of them: the low indices that
-                # every evaluation uses stay well trained while the high ones get trained too
-                shift = torch.randint(0, self.cfg.abacus_offset + 1, (B, 1), device=idx.device)
-                shift = shift * (torch.rand(B, 1, device=idx.device) < 0.5)
+                # every evaluation uses stay well trained while the high ones get trained too.
+                # A sequence starts at position 0 (a packed row holds several).
+                seq = (positions == 0).long().cumsum(-1).clamp(min=1) - 1
+                S = int(seq.max()) + 1
+                shift = torch.randint(0, self.cfg.abacus_offset + 1, (B, S), device=idx.device)
+                shift = (shift * (torch.rand(B, S, device=idx.device) < 0.5)).gather(1, seq)
                 di = torch.where(di > 0, di + shift, di)
             x = x + self.digit_embeddings(di.clamp(max=self.cfg.max_digit_index - 1))
         if cache is not None and mask is None and cache.pos > 0:   # no padding: causal over cache + new

@@ -51,6 +51,8 @@ CASES = {
     "experiments/reach.py": ["--rounds=-1", "--k=2 --agree=3", "--from_dir={out}/empty", "--temperature=0"],
     "experiments/noise.py": ["--steps=0", "--task=division", "--eval_size=-1", "--task=median --fmt=compact"],
     "experiments/tasks.py": ["--tasks=div", "--tasks=", "--threads=-1"],
+    "experiments/digits.py": ["--results={out}/nope.json", "--results={out}/learner/pairs.jsonl", "--models=nope",
+                              "--results={out}/results.md"],
     "experiments/arms.py": ["--arms=nope", "--arms=answer,nope", "--seeds=x", "--seeds=", "--extra=0",
                             "--from_dir={out}/empty"],
 }
@@ -100,6 +102,8 @@ def test_bad_input_is_one_line_and_changes_nothing(script, bad, out, capsys):
         argv = [f"--ckpt={out}/smart/ckpt.pt"]
     if script in ("experiments/reach.py", "experiments/arms.py"):
         argv = [f"--from_dir={out}", f"--out_dir={out}/study"]
+    if script == "experiments/digits.py":
+        argv = [f"--results={out}/results.json"]
     argv += EXTRA_ARGS.get(script, []) + bad.format(out=out).split(" ")
     expect_one_line_error(script, argv, capsys, out)
 

@@ -12,6 +12,7 @@ from common import load_checkpoint, near_miss, reach, score, tokenizer_from
 sys.path.insert(0, ROOT)
 from experiments.reach import ReachConfig, label           # noqa: E402
 from experiments.sweep import SweepConfig, smart_run       # noqa: E402
+from experiments.digits import handed, study              # noqa: E402
 from cot_data import ProblemStream                         # noqa: E402
 
 
@@ -112,3 +113,28 @@ def test_tasks_study_tables_a_finished_run(pipeline, tmp_path):
     d = json.load(open(tmp_path / "results.json"))["tasks"]["add"]
     assert set(d["accuracy"]["smart"]) == {"1", "2", "3"} and d["verdict"]["smart_wrong_past_N"] >= 0
     assert "no task 'div'" in run("experiments/tasks.py", f"--out_dir={tmp_path}", "--tasks=add,div").stderr
+
+
+def test_digit_study_names_the_slip_of_each_wrong_digit():
+    """58+67=125; reversed 85+76, carries 0,1,1, answer digits 5,2,1. Past N=1, with the carry row right."""
+    rec = lambda answer: {"digits": 2, "operands": [58, 67], "correct": False,   # noqa: E731
+                          "completion": "011;#" + answer + "$"}
+    ahead = study([rec("221")], 1)            # column 0 wrote column 1's digit
+    assert ahead["digits"] == 1 and ahead["inside"] == 1 and ahead["hits"]["next column's digit"] == 1
+    assert ahead["hits"]["previous column's digit"] == 0
+    behind = study([rec("551")], 1)           # column 1 wrote column 0's digit
+    assert behind["hits"]["previous column's digit"] == 1 and behind["inside"] == 0
+    carry = study([rec("621")], 1)            # 8+7 with column 1's carry (1) instead of 0 -> 6
+    assert carry["hits"]["carry of a neighbour"] == 1
+    assert study([rec("5210")], 1)["wrong length"] == 1 and study([rec("521")], 1)["digits"] == 0
+    wrong_row = study([{**rec("221"), "completion": "001;#221$"}], 1)   # a wrong carry row: another kind of mistake
+    assert wrong_row["digits"] == 0
+    assert 0 < study([rec("921")], 1)["chance"]["operand of a neighbour"] < 1
+
+
+def test_digit_study_says_what_the_learner_did_with_smart_answers():
+    rec = lambda answer, ok: {"digits": 2, "answer": answer, "correct": ok}   # noqa: E731
+    smart = [rec("125", True), rec("125", True), rec("135", False), rec("135", False), rec("135", False)]
+    learner = [rec("125", True), rec("126", False), rec("125", True), rec("135", False), rec("134", False)]
+    assert handed(smart, learner, 1) == ([1, 1, 1], [1, 1])
+    assert handed(smart, learner, 2) == ([0, 0, 0], [0, 0])   # nothing past N=2

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from cot_data import CharTokenizer, make_problem, random_operands
-from common import (CheckpointError, DataConfig, Optim, collate, collate_by_length, load_checkpoint, save_checkpoint,
-                    train_loop)
+from common import CheckpointError, DataConfig, collate, load_checkpoint, make_batch, pack, save_checkpoint
 from model import GPT, KVCache, ModelConfig, digit_indices, generate
 
 
@@ -31,6 +30,10 @@ def test_digit_indices():
     tok = CharTokenizer()
     ids = torch.tensor([tok.encode("12+345=0;#67$")])
     assert digit_indices(ids, tok.digit_lo)[0].tolist() == [1, 2, 0, 1, 2, 3, 0, 1, 0, 0, 1, 2, 0]
+    packed = torch.tensor([tok.encode("12+3456")])   # two sequences end to end: "12+34" and "56"
+    starts = torch.tensor([[True, False, False, False, False, True, False]])
+    assert digit_indices(packed, tok.digit_lo, starts)[0].tolist() == [1, 2, 0, 1, 2, 1, 2]
+    assert digit_indices(packed, tok.digit_lo, ~starts | starts)[0].tolist() == [1, 1, 0, 1, 1, 1, 1]
 
 
 @pytest.mark.parametrize("pos", ["abacus", "rope", "learned", "none"])
@@ -168,19 +171,47 @@ def test_collate_masks_the_prompt():
     assert y.tolist() == [[-1, -1, 4, 5], [6, 7, 8, -1]]
 
 
-def test_length_groups_give_the_whole_batch_gradient():
-    """train_loop's chunks of similar length, weighted by their loss tokens, are the same batch."""
+def test_packed_batches_give_the_padded_batch_loss_and_gradient():
+    """Examples laid end to end in rows, each attending only to itself, are the same batch."""
     tok, rng = CharTokenizer(), random.Random(0)
     pairs = [(tok.encode(p.prompt), tok.encode(p.completion)) for p in
              (make_problem("add", random_operands("add", rng.randint(1, 6), rng), "reverse") for _ in range(13))]
-    chunks = collate_by_length(pairs, "cpu", 4)
-    assert len(chunks) == 4 and sum(x.size(0) for x, _ in chunks) == 13
-    assert sum(x.numel() for x, _ in chunks) < collate(pairs, "cpu")[0].numel()   # less padding
-    cfg = Optim(steps=2, warmup=0, lr=1e-2, min_lr=1e-2, weight_decay=0.0, grad_clip=1e9)
-    trained = []
-    for batch in ([collate(pairs, "cpu")], chunks):
-        torch.manual_seed(0)
-        m = tiny(abacus_offset=0)
-        train_loop(m, lambda step: batch, cfg)
-        trained.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
-    assert torch.allclose(trained[0], trained[1], atol=1e-5)
+    padded, packed = make_batch(pairs, "cpu", False), make_batch(pairs, "cpu", True)
+    assert packed[0].numel() < padded[0].numel()                          # fewer positions to compute
+    assert int((packed[1] >= 0).sum()) == int((padded[1] >= 0).sum())    # the same loss tokens
+    for pos in ("abacus", "learned", "rope"):
+        m = tiny(pos, abacus_offset=0)
+        losses, grads = [], []
+        for x, y, positions, mask in (padded, packed):
+            m.zero_grad()
+            _, loss = m(x, y, positions=positions, mask=mask)
+            loss.backward()
+            losses.append(loss.item())
+            grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
+        assert abs(losses[0] - losses[1]) < 1e-5 and torch.allclose(grads[0], grads[1], atol=1e-6), pos
+
+
+def test_a_packed_example_is_not_seen_by_its_row_neighbours():
+    x, y, positions, mask = pack([([1], [3]), ([4], [5, 6]), ([7, 8, 9], [10])], "cpu")
+    assert x.size(0) == 2 and x.size(1) == 3   # the longest alone; the other two share a row
+    m = tiny("learned", abacus_offset=0).eval()
+    logits, _ = m(x, positions=positions, mask=mask)
+    changed = x.clone()
+    changed[x == 1] = 11   # another first token in one example: its row neighbour's logits stay the same
+    logits2, _ = m(changed, positions=positions, mask=mask)
+    other = x != 1
+    assert torch.allclose(logits[other], logits2[other], atol=1e-6) and not torch.allclose(logits, logits2)
+
+
+def test_each_packed_example_gets_its_own_abacus_shift():
+    m = tiny("abacus", max_digit_index=40, abacus_offset=16).train()
+    seen = []
+    m.digit_embeddings.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    digits = [CharTokenizer().digit_lo + d for d in (1, 2, 3)]
+    x, y, positions, mask = pack([([0] * 12, [0])] + [(digits, [0])] * 8, "cpu")   # eight runs of digits, four to a row
+    assert x.size(0) == 3
+    torch.manual_seed(0)
+    m(x, y, positions=positions, mask=mask)
+    starts = (positions == 0) & (x == digits[0])
+    per_row = [set(seen[0][r][starts[r]].tolist()) for r in range(3)]   # each example's first index: 1 + its shift
+    assert sorted(map(len, per_row))[-1] > 1   # examples sharing a row are shifted apart
