@@ -15,6 +15,9 @@ Arms:
     answer_replay        the same, with half the examples plain problem -> solution (replay)
     digits               trained as answer; the program writes its answer over the attempt's digit by
                          digit and keeps the attempt's length, so an answer cannot run on
+    digits_from_smart    the same, starting from smart's weights
+    no_near_miss         the default learner without the near-miss pairs (smart's solution with 1-2
+                         answer digits off), which teach it that smart-like answers need changing
 """
 import json
 import os
@@ -36,6 +39,8 @@ ARMS = {
     "answer_low_lr": {"target": "answer", "lr": 1e-4, "min_lr": 1e-5},
     "answer_replay": {"target": "answer", "replay": 0.5},
     "digits": {"target": "digits"},
+    "digits_from_smart": {"target": "digits", "learner_from": "smart"},
+    "no_near_miss": {"near_miss": 0},
 }
 MODELS = ("smart", "learner_on_smart", "expert_iteration", "learner_no_attempt")
 
