@@ -123,7 +123,7 @@ def main(argv=None):
                     [f"{pct(s['hits'][k], d)} ({pct(s['chance'][k], d)})" for k in SLIPS])
     print(f"Wrong answer digits past {N} digits, in answers of the right length whose carry row is right "
           f"({cfg.results}); in brackets: a random wrong digit\n")
-    print(markdown_table(["model", "wrong past N", "wrong length", "wrong digits", "in columns 1..N"] +
+    print(markdown_table(["model", "wrong past N", "answer row of another length", "wrong digits", "in columns 1..N"] +
                          list(SLIPS), rows))
     rows = []
     for name in [m for m in names if m.startswith("learner_on_smart") and "smart" in models]:
