@@ -301,7 +301,8 @@ def pack(pairs, device):
         n = len(seqs[i]) - 1
         r = next((r for r, free in enumerate(room) if free >= n), len(rows))
         if r == len(rows):
-            rows.append([]), room.append(T)
+            rows.append([])
+            room.append(T)
         rows[r].append(i)
         room[r] -= n
     x = torch.zeros(len(rows), T, dtype=torch.long)

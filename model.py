@@ -83,13 +83,13 @@ def apply_rope(x, cos, sin):
     return out.type_as(x)
 
 
-def digit_indices(idx, digit_lo, starts=None):
+def digit_indices(idx, digit_lo, starts=False):
     """Index of each digit inside its own run of digits (1, 2, 3, ...), 0 for every other token.
     starts (bool, like idx): where a new sequence begins, which also begins a new run (packed rows)."""
     d = ((idx >= digit_lo) & (idx < digit_lo + 10)).long()
     c = d.cumsum(-1)
-    brk = c * (1 - d) if starts is None else torch.where((d == 0) | starts, c - d, 0)
-    return (c - torch.cummax(brk, dim=-1).values) * d
+    run_start = torch.where((d == 0) | starts, c - d, 0)   # the count just before each run
+    return (c - torch.cummax(run_start, dim=-1).values) * d
 
 
 class Attention(nn.Module):
@@ -199,15 +199,15 @@ class GPT(nn.Module):
             ang = positions[:, None, :, None].float() * self.inv_freq   # (B, 1, T, hd/2)
             rope = (ang.cos(), ang.sin())
         elif self.cfg.pos == "abacus":
-            di = digit_indices(idx, self.cfg.digit_lo, positions == 0) if digit_index is None else digit_index
+            starts = positions == 0   # a sequence starts at position 0 (a packed row holds several)
+            di = digit_indices(idx, self.cfg.digit_lo, starts) if digit_index is None else digit_index
             if di.max() >= self.cfg.max_digit_index:
                 raise ValueError(f"a number of {int(di.max())} digits is longer than the model supports "
                                  f"(max_digit_index {self.cfg.max_digit_index})")
             if self.training and self.cfg.abacus_offset > 0:
                 # one random shift per sequence, and none for half of them: the low indices that
-                # every evaluation uses stay well trained while the high ones get trained too.
-                # A sequence starts at position 0 (a packed row holds several).
-                seq = (positions == 0).long().cumsum(-1).clamp(min=1) - 1
+                # every evaluation uses stay well trained while the high ones get trained too
+                seq = starts.long().cumsum(-1).clamp(min=1) - 1
                 S = int(seq.max()) + 1
                 shift = torch.randint(0, self.cfg.abacus_offset + 1, (B, S), device=idx.device)
                 shift = (shift * (torch.rand(B, S, device=idx.device) < 0.5)).gather(1, seq)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common import BadInput, markdown_table, opt, parse_config, run_main   # noqa: E402
+from cot_data import make_problem                                            # noqa: E402
 
 SLIPS = ("carry of a neighbour", "operand of a neighbour", "next column's digit", "previous column's digit")
 
@@ -36,15 +37,11 @@ class DigitsConfig:
 
 
 def columns(a, b, n):
-    """Digits (least significant first) of a, b, the carry into each column, and the answer, n+1 columns."""
-    A = [int(c) for c in str(a)[::-1].ljust(n + 2, "0")]
-    B = [int(c) for c in str(b)[::-1].ljust(n + 2, "0")]
-    carry, ans = [0] * (n + 2), []
-    for i in range(n + 1):
-        s = A[i] + B[i] + carry[i]
-        ans.append(s % 10)
-        carry[i + 1] = s // 10
-    return A, B, carry[:n + 1], ans
+    """Digits (least significant first) of a and b, and the carry row and answer row that the reverse
+    format writes for them (n+1 columns each)."""
+    row, _, answer = make_problem("add", [a, b], "reverse", n).completion.partition(";#")
+    A, B = ([int(c) for c in str(x)[::-1].ljust(n + 2, "0")] for x in (a, b))
+    return A, B, [int(c) for c in row], [int(c) for c in answer.rstrip("$")]
 
 
 def slip_values(A, B, carry, ans, i):
