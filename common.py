@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import torch
+import torch.nn.utils.parametrize
 from tqdm import tqdm
 
 from cot_data import (KEEP, MISTAKES, CharTokenizer, answer_of, chain_of, check, check_chain, correction_prompt,
@@ -372,13 +373,40 @@ def train_loop(model, get_batch, cfg, optimizer=None, start_step=0, evaluate=Non
     return (step + 1 if cfg.steps > start_step else start_step), result
 
 
-def finetune(model, examples, cfg, tok, device, desc, seed):
+class LowRank(torch.nn.Module):
+    """A weight W read as W + B A with B A of rank r and W frozen: a low-rank adapter (LoRA, Hu et al.
+    2021). B starts at zero, so the adapted model starts as the model it adapts."""
+    def __init__(self, weight, rank):
+        super().__init__()
+        self.A = torch.nn.Parameter(torch.randn(rank, weight.shape[1], device=weight.device) / weight.shape[1] ** 0.5)
+        self.B = torch.nn.Parameter(torch.zeros(weight.shape[0], rank, device=weight.device))
+
+    def forward(self, weight):
+        return weight + self.B @ self.A
+
+
+FROZEN = {"none": (), "embeddings": ("tok_embeddings", "digit_embeddings", "pos_embeddings"), "all": ("",)}
+
+
+def finetune(model, examples, cfg, tok, device, desc, seed, freeze="none", adapter=0):
     """A fine-tuned copy of `model` (the model given is left as it is) on (prompt, completion) texts.
     Its randomness (batches, abacus offsets) comes from `seed` alone, so a model does not depend on
-    what was trained before it: the learner and the controls can be compared and rerun one by one."""
+    what was trained before it: the learner and the controls can be compared and rerun one by one.
+    freeze: the weights that stay as they are (FROZEN); adapter: the rank of a LoRA adapter on every
+    linear layer, trained and then merged into its weight, so the result is a plain model again."""
     model = copy.deepcopy(model)
     torch.manual_seed(seed)
+    for name, p in model.named_parameters():
+        p.requires_grad_(not any(name.startswith(f) for f in FROZEN[freeze]))
+    tied = model.output if model.cfg.tie_embeddings else None      # its weight is the embedding table's
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not tied] if adapter else []
+    for m in layers:
+        torch.nn.utils.parametrize.register_parametrization(m, "weight", LowRank(m.weight, adapter))
     train_loop(model, pair_batches(examples, tok, cfg, device, seed), cfg, desc=desc)
+    for m in layers:
+        torch.nn.utils.parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    for p in model.parameters():
+        p.requires_grad_(True)
     return model
 
 

@@ -5,6 +5,7 @@ so that it gets worse at 1..N digits without being destroyed.
     python corrupt.py                       # wrong samples are smart's own, at a high temperature
     python corrupt.py --noise=dynamic       # wrong samples made by the dynamic-noise injector
     python corrupt.py --band_lo=0.4 --band_hi=0.6
+    python corrupt.py --noise=short         # not a copy: smart's shape, trained on 1..N-3 digits
 
 Training stops as soon as stupid's accuracy on 1..N falls to band_hi x smart's; the script says
 where it landed and whether that is inside [band_lo, band_hi] x smart's accuracy.
@@ -13,14 +14,15 @@ import copy
 import random
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
 from common import (BadInput, Optim, check_writable, count_for_share, eval_accuracy, load_checkpoint, opt,
                     pair_batches, parse_config, percents, pick_device, run_main, save_checkpoint, score,
-                    tokenizer_from, train_loop)
+                    stream_batches, tokenizer_from, train_loop)
 from cot_data import ProblemStream, dynamic_noise, eval_exclusions, static_noise
+from model import GPT
 
 
 @dataclass
@@ -32,8 +34,11 @@ class CorruptConfig(Optim):
     weight_decay: float = 0.0
     out_dir: str = opt("out", "output root: reads OUT_DIR/smart, writes OUT_DIR/stupid/ckpt.pt")
     noise: str = opt("sample", "where wrong solutions come from: smart's own samples (the best learner o smart "
-                     "one digit past N in experiments/sweep.py), or injected static / dynamic noise",
-                     choices=("sample", "static", "dynamic"))
+                     "one digit past N in experiments/sweep.py), or injected static / dynamic noise; short: stupid "
+                     "is not smart corrupted but a model of its shape trained as smart was on 1..N-short_by digits, "
+                     "whose mistakes at the top lengths are length mistakes, as smart's are past N",
+                     choices=("sample", "static", "dynamic", "short"))
+    short_by: int = opt(3, "noise=short: the top lengths it is not trained on", lo=1)
     problems: int = opt(512, "training problems (1..N digits) to make solutions for", lo=1)
     samples: int = opt(4, "smart's samples per problem (noise=sample)", lo=1)
     temperature: float = opt(2.0, "sampling temperature of smart's samples (noise=sample)", gt=0)
@@ -75,6 +80,18 @@ def wrong_and_right(smart, tok, problems, cfg, rng):
     return wrong, [(p.prompt, p.completion) for p in problems]
 
 
+def trained_short(smart, ckpt, data, tok, cfg, device):
+    """A model of smart's shape trained from scratch as smart was, but on 1..N-short_by digits only: its
+    mistakes at the top lengths are length mistakes, the kind smart makes past N. -> (model, steps)"""
+    tcfg = Optim(**{f.name: ckpt["train_cfg"][f.name] for f in fields(Optim)})
+    torch.manual_seed(cfg.seed)
+    model = GPT(smart.cfg).to(device)
+    stream = ProblemStream(data.task, data.fmt, 1, data.max_digits - cfg.short_by, seed=cfg.seed,
+                           exclude=eval_exclusions(data.task, data.max_digits))
+    train_loop(model, stream_batches(stream, tok, tcfg, device), tcfg, desc="stupid (short)")
+    return model, tcfg.steps
+
+
 def main(argv=None):
     cfg = parse_config(CorruptConfig, __doc__, argv)
     device, path = pick_device(cfg.device), f"{cfg.out_dir}/stupid/ckpt.pt"
@@ -83,20 +100,26 @@ def main(argv=None):
     rng = random.Random(cfg.seed)
     smart, ckpt, data = load_checkpoint(f"{cfg.out_dir}/smart/ckpt.pt", ["smart"], device)
     tok, N = tokenizer_from(data), data.max_digits
+    if cfg.noise == "short" and cfg.short_by >= N:
+        raise BadInput(f"--short_by={cfg.short_by} leaves no length of 1..{N} to train on")
     stream = ProblemStream(data.task, data.fmt, 1, N, seed=cfg.seed, exclude=eval_exclusions(data.task, N))
     problems = [stream.sample() for _ in range(cfg.problems)]
-    wrong, right = wrong_and_right(smart, tok, problems, cfg, rng)
-    if not wrong:
-        raise BadInput("smart made no wrong samples to corrupt it with: raise --temperature or --samples")
-    mix = wrong + rng.sample(right, min(count_for_share(len(wrong), 1 - cfg.wrong_frac), len(right)))
-    print(f"corrupting with {len(wrong)} wrong ({cfg.noise}) and {len(mix) - len(wrong)} right solutions")
-
     smart_acc, _ = mean_accuracy(smart, tok, data, cfg.eval_size)
-    lo, hi = cfg.band_lo * smart_acc, cfg.band_hi * smart_acc
-    stupid, t0 = copy.deepcopy(smart), time.time()
-    step, (acc, per) = train_loop(stupid, pair_batches(mix, tok, cfg, device, cfg.seed), cfg,
-                                  evaluate=lambda step: mean_accuracy(stupid, tok, data, cfg.eval_size),
-                                  eval_every=cfg.eval_every, stop=lambda result: result[0] <= hi, desc="stupid")
+    lo, hi, t0 = cfg.band_lo * smart_acc, cfg.band_hi * smart_acc, time.time()
+    if cfg.noise == "short":
+        print(f"stupid: a new model of smart's shape, trained as smart was on 1..{N - cfg.short_by} digits")
+        stupid, step = trained_short(smart, ckpt, data, tok, cfg, device)
+        acc, per = mean_accuracy(stupid, tok, data, cfg.eval_size)
+    else:
+        wrong, right = wrong_and_right(smart, tok, problems, cfg, rng)
+        if not wrong:
+            raise BadInput("smart made no wrong samples to corrupt it with: raise --temperature or --samples")
+        mix = wrong + rng.sample(right, min(count_for_share(len(wrong), 1 - cfg.wrong_frac), len(right)))
+        print(f"corrupting with {len(wrong)} wrong ({cfg.noise}) and {len(mix) - len(wrong)} right solutions")
+        stupid = copy.deepcopy(smart)
+        step, (acc, per) = train_loop(stupid, pair_batches(mix, tok, cfg, device, cfg.seed), cfg,
+                                      evaluate=lambda step: mean_accuracy(stupid, tok, data, cfg.eval_size),
+                                      eval_every=cfg.eval_every, stop=lambda result: result[0] <= hi, desc="stupid")
     save_checkpoint(path, stupid, "stupid", step, data, ckpt["run"],
                     extra={"corrupt_cfg": asdict(cfg), "smart_accuracy": smart_acc, "stupid_accuracy": acc})
     print("stupid on 1..N: " + percents(per))

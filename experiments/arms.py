@@ -18,6 +18,15 @@ Arms:
     digits_from_smart    the same, starting from smart's weights
     no_near_miss         the default learner without the near-miss pairs (smart's solution with 1-2
                          answer digits off), which teach it that smart-like answers need changing
+    onpolicy             the default learner, then 3 rounds of expert iteration on it (improve.py
+                         --rounds): it corrects fresh attempts at 1..N and trains on its verified fixes
+    digits_onpolicy      the same on the digits learner
+    short                stupid is smart fine-tuned on 1..N-3 digits only (corrupt.py --noise=short):
+                         its mistakes at the top lengths are length mistakes, like smart's past N
+    short_digits         the same stupid, the digits learner
+    freeze_embeddings    the default learner with the token and digit-position tables frozen
+    adapter              a rank-8 adapter (LoRA) on a frozen smart, writing whole solutions
+    adapter_digits       the same adapter, the digits learner
 """
 import json
 import os
@@ -29,7 +38,8 @@ from dataclasses import asdict, dataclass
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common import (BadInput, check_writable, load_checkpoint, markdown_table, opt, parse_config,  # noqa: E402
-                    pyplot, results_paths, run_main, script, write_results)
+                    pyplot, results_paths, run_main, script, write_results,
+                    write_text)
 from cot_data import truth                                                                       # noqa: E402
 
 ARMS = {
@@ -41,6 +51,13 @@ ARMS = {
     "digits": {"target": "digits"},
     "digits_from_smart": {"target": "digits", "learner_from": "smart"},
     "no_near_miss": {"near_miss": 0},
+    "onpolicy": {"rounds": 3},
+    "digits_onpolicy": {"target": "digits", "rounds": 3},
+    "short": {"corrupt": {"noise": "short"}},
+    "short_digits": {"target": "digits", "corrupt": {"noise": "short"}},
+    "freeze_embeddings": {"freeze": "embeddings"},
+    "adapter": {"learner_from": "smart", "freeze": "all", "adapter": 8},
+    "adapter_digits": {"target": "digits", "learner_from": "smart", "freeze": "all", "adapter": 8},
 }
 MODELS = ("smart", "learner_on_smart", "expert_iteration", "learner_no_attempt")
 
@@ -65,14 +82,22 @@ class ArmsConfig:
 def arm_run(cfg, arm, seed):
     """improve.py (the arm's learner and its controls) and evaluate.py in OUT_DIR/ARM-sSEED, reused if done."""
     out = os.path.join(cfg.out_dir, f"{arm}-s{seed}")
+    options = {k: v for k, v in ARMS[arm].items() if k != "corrupt"}
     if not os.path.exists(os.path.join(out, "results.json")):
-        for stage in ("smart", "stupid"):
+        own_stupid = "corrupt" in ARMS[arm]   # an arm with its own stupid makes it from the same smart
+        for stage in ("smart",) if own_stupid else ("smart", "stupid"):
             os.makedirs(os.path.join(out, stage), exist_ok=True)
             shutil.copy(os.path.join(cfg.from_dir, stage, "ckpt.pt"), os.path.join(out, stage))
-        script("improve.py", dict(out_dir=out, seed=seed, **ARMS[arm]))
+        log = script("corrupt.py", dict(out_dir=out, **ARMS[arm]["corrupt"])) if own_stupid else ""
+        log += script("improve.py", dict(out_dir=out, seed=seed, **options))
+        write_text(os.path.join(out, "log.txt"), log)   # what the stages printed (the rounds' numbers)
         script("evaluate.py", dict(out_dir=out, extra=cfg.extra, eval_size=cfg.eval_size, plot=False))
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
+    probe = os.path.join(out, "probe")
+    if not os.path.exists(os.path.join(probe, "results.json")):
+        script("experiments/probe.py", dict(runs=out, out_dir=probe, extra=cfg.extra, eval_size=cfg.eval_size,
+                                            plot=False))
+    with open(os.path.join(out, "results.json")) as f, open(os.path.join(probe, "results.json")) as g:
+        return dict(json.load(f), probe=json.load(g)["runs"][out]["past_N"])
 
 
 def mean_spread(xs):
@@ -102,31 +127,48 @@ def summary(runs, N, lengths):
                        mean_spread([x["fixed"]["expert_iteration"] for x in v]),
                        mean_spread([x["fixed"]["learner_no_attempt"] for x in v]),
                        mean_spread([x["anatomy"]["learner_on_smart"]["cot_wrong"] for x in v]),
-                       f"{100 * runaway(rs, N):.0f}"])
+                       f"{100 * runaway(rs, N):.0f}",
+                       mean_spread([r["probe"]["learner o right"]["smart wrong"] for r in rs])])
     smart = [r["models"]["smart"]["accuracy"] for r in next(iter(runs.values()))[:1]][0]
     header = (["arm", "seeds"] + [f"learner o smart {n}*" for n in lengths]
               + ["fixes", "breaks", "expert_iteration fixes", "learner_no_attempt fixes", "its wrong: chain wrong",
-                 "its wrong: 3+ digits too long"])
+                 "its wrong: 3+ digits too long", "handed the right solution: right where smart is wrong"])
     note = "smart alone: " + ", ".join(f"{100 * smart[str(n)]:.0f}% at {n}" for n in lengths)
     return markdown_table(header, rows) + "\n\n" + note
 
 
-def plot(runs, N, lengths):
+FIXED = (("learner o smart", lambda r: r["verdict"]["fixed"]["learner_on_smart"]),
+         ("learner handed the right solution", lambda r: r["probe"]["learner o right"]["smart wrong"]),
+         ("expert_iteration (control)", lambda r: r["verdict"]["fixed"]["expert_iteration"]),
+         ("learner_no_attempt (control)", lambda r: r["verdict"]["fixed"]["learner_no_attempt"]))
+BROKEN = (("learner o smart", lambda r: r["verdict"]["broken"]["learner_on_smart"]),
+          ("learner handed the right solution", lambda r: 1 - r["probe"]["learner o right"]["smart right"]),
+          ("expert_iteration (control)", lambda r: r["verdict"]["broken"]["expert_iteration"]),
+          ("learner_no_attempt (control)", lambda r: r["verdict"]["broken"]["learner_no_attempt"]))
+
+
+def plot(runs, N):
+    """Per arm, left: the share of smart's wrong answers past N each model gets right (the learner
+    handed smart's output, the learner handed the right solution, the arm's own two controls); right:
+    the share of smart's right answers it gets wrong. Bars are means over seeds; whiskers span the seeds."""
     plt = pyplot()
     if plt is None:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    first = next(iter(runs.values()))
-    for name, style in (("smart", dict(color="black", lw=2)), ("expert_iteration", dict(color="gray", ls="--")),
-                        ("learner_no_attempt", dict(color="gray", ls=":"))):
-        ax.plot(lengths, [100 * statistics.mean(r["models"][name]["accuracy"][str(n)] for r in first) for n in lengths],
-                label=f"{name}" + (" (control, first arm's runs)" if name != "smart" else ""), **style)
-    for arm, rs in runs.items():
-        ax.plot(lengths, [100 * statistics.mean(r["models"]["learner_on_smart"]["accuracy"][str(n)] for r in rs)
-                          for n in lengths], marker="o", label=f"learner o smart: {arm}")
-    ax.set(xlabel="digits (all longer than trained)", ylabel="exact match (%), mean over seeds", ylim=(-2, 102),
-           xticks=lengths, title=f"handed smart's output, past N={N}")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 2 * len(runs) + 4), 4.8), sharey=True)
+    width = 0.8 / len(FIXED)
+    for ax, bars, title in ((axes[0], FIXED, "made right, of smart's wrong answers"),
+                            (axes[1], BROKEN, "made wrong, of smart's right answers")):
+        for b, (label, value) in enumerate(bars):
+            vals = [[100 * value(r) for r in rs] for rs in runs.values()]
+            mean = [statistics.mean(v) for v in vals]
+            ax.bar([i + (b - 1.5) * width for i in range(len(runs))], mean, width, label=label,
+                   yerr=[[m - min(v) for m, v in zip(mean, vals)], [max(v) - m for m, v in zip(mean, vals)]],
+                   color=f"C{b}" if b < 2 else ("0.45", "0.75")[b - 2])
+        ax.set_xticks(range(len(runs)), [f"{arm} ({len(rs)} seeds)" if len(rs) > 1 else arm
+                                         for arm, rs in runs.items()], rotation=30, ha="right", fontsize=8)
+        ax.set(ylim=(0, 100), title=f"past N={N}: {title}")
+    axes[0].set_ylabel("%")
+    axes[0].legend(fontsize=7)
     return fig
 
 
@@ -140,10 +182,10 @@ def main(argv=None):
     runs = {arm: [arm_run(cfg, arm, s) for s in seeds] for arm in cfg.arms.split(",")}
     text = (f"{data.task}, N={N}: each arm's learner handed smart's output, on the 100 evaluation problems per "
             f"length past N; mean ± half the range over seeds {cfg.seeds} (%)\n\n{summary(runs, N, lengths)}\n")
-    slim = {arm: [{"verdict": r["verdict"], "accuracy": {m: r["models"][m]["accuracy"] for m in MODELS}} for r in rs]
-            for arm, rs in runs.items()}
+    slim = {arm: [{"verdict": r["verdict"], "accuracy": {m: r["models"][m]["accuracy"] for m in MODELS},
+                   "probe": r["probe"]} for r in rs] for arm, rs in runs.items()}
     write_results(cfg.out_dir, text, {"config": asdict(cfg), "arms": ARMS, "runs": slim},
-                  plot(runs, N, lengths) if cfg.plot else None)
+                  plot(runs, N) if cfg.plot else None)
 
 
 if __name__ == "__main__":

@@ -36,12 +36,13 @@ CASES = {
     "corrupt.py": [
         "--band_lo=0.9 --band_hi=0.1", "--band_hi=1.5", "--wrong_frac=0", "--wrong_frac=1.5", "--temperature=0",
         "--noise=loud", "--problems=0", "--samples=0", "--eval_every=0", "--steps=0", "--static_rate=2",
-        "--lr=nan", "--out_dir={out}/empty",
+        "--lr=nan", "--out_dir={out}/empty", "--noise=short --short_by=2", "--short_by=0",
     ],
     "improve.py": [
         "--keep_right=1", "--near_miss=1", "--replay=-0.1", "--attempts=0", "--keep=maybe", "--controls=ture",
         "--self_steps=0", "--self_pairs=2", "--attempt_temperature=-1", "--problems=0", "--batch_size=0",
-        "--out_dir={out}/empty",
+        "--out_dir={out}/empty", "--freeze=all", "--freeze=some", "--adapter=-1", "--rounds=-1", "--round_samples=0",
+        "--round_steps=0", "--round_problems=0", "--fix_weight=0", "--round_temperature=0",
     ],
     "evaluate.py": [
         "--extra=-3", "--extra=0", "--k=0", "--rounds=0", "--rounds=-1", "--eval_size=0", "--k_temperature=0",
@@ -55,6 +56,8 @@ CASES = {
                               "--results={out}/results.md"],
     "experiments/arms.py": ["--arms=nope", "--arms=answer,nope", "--seeds=x", "--seeds=", "--extra=0",
                             "--from_dir={out}/empty"],
+    "experiments/probe.py": ["--runs={out}/empty", "--runs=", "--learners=nope", "--learners=stupid", "--extra=0",
+                             "--eval_size=0", "--extra=100"],
 }
 EXTRA_ARGS = {"train.py": QUICK_TRAIN}
 
@@ -102,6 +105,8 @@ def test_bad_input_is_one_line_and_changes_nothing(script, bad, out, capsys):
         argv = [f"--ckpt={out}/smart/ckpt.pt"]
     if script in ("experiments/reach.py", "experiments/arms.py"):
         argv = [f"--from_dir={out}", f"--out_dir={out}/study"]
+    if script == "experiments/probe.py":
+        argv = [f"--runs={out}", f"--out_dir={out}/study"]
     if script == "experiments/digits.py":
         argv = [f"--results={out}/results.json"]
     argv += EXTRA_ARGS.get(script, []) + bad.format(out=out).split(" ")
