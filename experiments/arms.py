@@ -128,28 +128,32 @@ def summary(runs, N, lengths):
                        mean_spread([x["fixed"]["learner_no_attempt"] for x in v]),
                        mean_spread([x["anatomy"]["learner_on_smart"]["cot_wrong"] for x in v]),
                        f"{100 * runaway(rs, N):.0f}",
-                       mean_spread([r["probe"]["learner o right"]["smart wrong"] for r in rs])])
+                       mean_spread([r["probe"]["learner o right"]["smart wrong"] for r in rs]),
+                       mean_spread([x["fixed"]["learner"] for x in v])])
     smart = [r["models"]["smart"]["accuracy"] for r in next(iter(runs.values()))[:1]][0]
     header = (["arm", "seeds"] + [f"learner o smart {n}*" for n in lengths]
               + ["fixes", "breaks", "expert_iteration fixes", "learner_no_attempt fixes", "its wrong: chain wrong",
-                 "its wrong: 3+ digits too long", "handed the right solution: right where smart is wrong"])
+                 "its wrong: 3+ digits too long", "handed the right solution: right where smart is wrong",
+                 "handed nothing: right where smart is wrong"])
     note = "smart alone: " + ", ".join(f"{100 * smart[str(n)]:.0f}% at {n}" for n in lengths)
     return markdown_table(header, rows) + "\n\n" + note
 
 
 FIXED = (("learner o smart", lambda r: r["verdict"]["fixed"]["learner_on_smart"]),
          ("learner handed the right solution", lambda r: r["probe"]["learner o right"]["smart wrong"]),
+         ("learner handed nothing", lambda r: r["verdict"]["fixed"]["learner"]),
          ("expert_iteration (control)", lambda r: r["verdict"]["fixed"]["expert_iteration"]),
          ("learner_no_attempt (control)", lambda r: r["verdict"]["fixed"]["learner_no_attempt"]))
 BROKEN = (("learner o smart", lambda r: r["verdict"]["broken"]["learner_on_smart"]),
           ("learner handed the right solution", lambda r: 1 - r["probe"]["learner o right"]["smart right"]),
+          ("learner handed nothing", lambda r: r["verdict"]["broken"]["learner"]),
           ("expert_iteration (control)", lambda r: r["verdict"]["broken"]["expert_iteration"]),
           ("learner_no_attempt (control)", lambda r: r["verdict"]["broken"]["learner_no_attempt"]))
 
 
 def plot(runs, N):
     """Per arm, left: the share of smart's wrong answers past N each model gets right (the learner
-    handed smart's output, the learner handed the right solution, the arm's own two controls); right:
+    handed smart's output, the right solution or nothing, and the arm's own two controls); right:
     the share of smart's right answers it gets wrong. Bars are means over seeds; whiskers span the seeds."""
     plt = pyplot()
     if plt is None:
@@ -161,9 +165,9 @@ def plot(runs, N):
         for b, (label, value) in enumerate(bars):
             vals = [[100 * value(r) for r in rs] for rs in runs.values()]
             mean = [statistics.mean(v) for v in vals]
-            ax.bar([i + (b - 1.5) * width for i in range(len(runs))], mean, width, label=label,
+            ax.bar([i + (b - (len(bars) - 1) / 2) * width for i in range(len(runs))], mean, width, label=label,
                    yerr=[[m - min(v) for m, v in zip(mean, vals)], [max(v) - m for m, v in zip(mean, vals)]],
-                   color=f"C{b}" if b < 2 else ("0.45", "0.75")[b - 2])
+                   color=f"C{b}" if b < 3 else ("0.45", "0.75")[b - 3])
         ax.set_xticks(range(len(runs)), [f"{arm} ({len(rs)} seeds)" if len(rs) > 1 else arm
                                          for arm, rs in runs.items()], rotation=30, ha="right", fontsize=8)
         ax.set(ylim=(0, 100), title=f"past N={N}: {title}")
