@@ -27,6 +27,7 @@ Arms:
     freeze_embeddings    the default learner with the token and digit-position tables frozen
     adapter              a rank-8 adapter (LoRA) on a frozen smart, writing whole solutions
     adapter_digits       the same adapter, the digits learner
+    adapter_digits_big   a rank-32 adapter with five times the learning rate, the digits learner
 """
 import json
 import os
@@ -58,6 +59,8 @@ ARMS = {
     "freeze_embeddings": {"freeze": "embeddings"},
     "adapter": {"learner_from": "smart", "freeze": "all", "adapter": 8},
     "adapter_digits": {"target": "digits", "learner_from": "smart", "freeze": "all", "adapter": 8},
+    "adapter_digits_big": {"target": "digits", "learner_from": "smart", "freeze": "all", "adapter": 32,
+                           "lr": 5e-3, "min_lr": 5e-4},
 }
 MODELS = ("smart", "learner_on_smart", "expert_iteration", "learner_no_attempt")
 
@@ -115,13 +118,17 @@ def runaway(rs, N):
 
 
 def summary(runs, N, lengths):
-    """One row per arm: learner o smart per length past N, its fixes and breaks, the controls' fixes,
-    and what its wrong answers are: a wrong chain of thought, or a runaway answer."""
+    """One row per arm: learner o smart per length past N, its mean past N beside the controls', its
+    fixes and breaks, the controls' fixes, what its wrong answers are (a wrong chain of thought, a
+    runaway answer), and what the learner gets right where smart is wrong when handed the right
+    solution (experiments/probe.py) or nothing."""
     rows = []
     for arm, rs in runs.items():
         v = [r["verdict"] for r in rs]
         acc = [mean_spread([r["models"]["learner_on_smart"]["accuracy"][str(n)] for r in rs]) for n in lengths]
-        rows.append([arm, len(rs)] + acc
+        past = [mean_spread([statistics.mean(r["models"][m]["accuracy"][str(n)] for n in lengths) for r in rs])
+                for m in ("learner_on_smart", "expert_iteration", "learner_no_attempt")]
+        rows.append([arm, len(rs)] + acc + past
                     + [mean_spread([x["fixed"]["learner_on_smart"] for x in v]),
                        mean_spread([x["broken"]["learner_on_smart"] for x in v]),
                        mean_spread([x["fixed"]["expert_iteration"] for x in v]),
@@ -132,10 +139,11 @@ def summary(runs, N, lengths):
                        mean_spread([x["fixed"]["learner"] for x in v])])
     smart = [r["models"]["smart"]["accuracy"] for r in next(iter(runs.values()))[:1]][0]
     header = (["arm", "seeds"] + [f"learner o smart {n}*" for n in lengths]
-              + ["fixes", "breaks", "expert_iteration fixes", "learner_no_attempt fixes", "its wrong: chain wrong",
+              + ["past N: learner o smart", "past N: expert_iteration", "past N: learner_no_attempt", "fixes", "breaks", "expert_iteration fixes", "learner_no_attempt fixes", "its wrong: chain wrong",
                  "its wrong: 3+ digits too long", "handed the right solution: right where smart is wrong",
                  "handed nothing: right where smart is wrong"])
-    note = "smart alone: " + ", ".join(f"{100 * smart[str(n)]:.0f}% at {n}" for n in lengths)
+    note = ("smart alone: " + ", ".join(f"{100 * smart[str(n)]:.0f}% at {n}" for n in lengths)
+            + f"; {100 * statistics.mean(smart[str(n)] for n in lengths):.1f}% past N")
     return markdown_table(header, rows) + "\n\n" + note
 
 
@@ -145,21 +153,25 @@ FIXED = (("learner o smart", lambda r: r["verdict"]["fixed"]["learner_on_smart"]
          ("expert_iteration (control)", lambda r: r["verdict"]["fixed"]["expert_iteration"]),
          ("learner_no_attempt (control)", lambda r: r["verdict"]["fixed"]["learner_no_attempt"]))
 BROKEN = (("learner o smart", lambda r: r["verdict"]["broken"]["learner_on_smart"]),
-          ("learner handed the right solution", lambda r: 1 - r["probe"]["learner o right"]["smart right"]),
           ("learner handed nothing", lambda r: r["verdict"]["broken"]["learner"]),
           ("expert_iteration (control)", lambda r: r["verdict"]["broken"]["expert_iteration"]),
           ("learner_no_attempt (control)", lambda r: r["verdict"]["broken"]["learner_no_attempt"]))
 
 
+COLORS = {"learner o smart": "C0", "learner handed the right solution": "C1", "learner handed nothing": "C2",
+          "expert_iteration (control)": "0.45", "learner_no_attempt (control)": "0.75"}
+
+
 def plot(runs, N):
-    """Per arm, left: the share of smart's wrong answers past N each model gets right (the learner
-    handed smart's output, the right solution or nothing, and the arm's own two controls); right:
-    the share of smart's right answers it gets wrong. Bars are means over seeds; whiskers span the seeds."""
+    """Per arm, above: the share of smart's wrong answers past N each model gets right (the learner
+    handed smart's output, the right solution or nothing, and the arm's own two controls); below:
+    the share of smart's right answers it gets wrong (handed the right solution is then handed smart's
+    output). Bars are means over seeds; whiskers span the seeds."""
     plt = pyplot()
     if plt is None:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(max(10, 2 * len(runs) + 4), 4.8), sharey=True)
-    width = 0.8 / len(FIXED)
+    fig, axes = plt.subplots(2, 1, figsize=(max(7, 1.1 * len(runs) + 2), 8), sharex=True)
+    width = 0.8 / len(FIXED)   # the same width in both panels
     for ax, bars, title in ((axes[0], FIXED, "made right, of smart's wrong answers"),
                             (axes[1], BROKEN, "made wrong, of smart's right answers")):
         for b, (label, value) in enumerate(bars):
@@ -167,12 +179,11 @@ def plot(runs, N):
             mean = [statistics.mean(v) for v in vals]
             ax.bar([i + (b - (len(bars) - 1) / 2) * width for i in range(len(runs))], mean, width, label=label,
                    yerr=[[m - min(v) for m, v in zip(mean, vals)], [max(v) - m for m, v in zip(mean, vals)]],
-                   color=f"C{b}" if b < 3 else ("0.45", "0.75")[b - 3])
-        ax.set_xticks(range(len(runs)), [f"{arm} ({len(rs)} seeds)" if len(rs) > 1 else arm
-                                         for arm, rs in runs.items()], rotation=30, ha="right", fontsize=8)
-        ax.set(ylim=(0, 100), title=f"past N={N}: {title}")
-    axes[0].set_ylabel("%")
-    axes[0].legend(fontsize=7)
+                   color=COLORS[label])
+        ax.set(ylim=(0, 100), ylabel="%", title=f"past N={N}: {title}")
+    axes[1].set_xticks(range(len(runs)), [f"{arm} ({len(rs)} seeds)" if len(rs) > 1 else arm
+                                          for arm, rs in runs.items()], rotation=30, ha="right", fontsize=8)
+    axes[0].legend(fontsize=7, ncol=2)
     return fig
 
 

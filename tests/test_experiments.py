@@ -90,7 +90,8 @@ def test_arms_summary_gives_mean_and_spread_over_seeds():
     assert mean_spread([0.5]) == "50.0" and mean_spread([0.4, 0.6, 0.5]) == "50.0 ± 10.0"
 
     def run(acc, fixed):
-        models = {m: {"accuracy": {"3": acc, "4": acc / 2}} for m in ("smart", "learner_on_smart")}
+        models = {m: {"accuracy": {"3": acc, "4": acc / 2}} for m in ("smart", "learner_on_smart", "expert_iteration",
+                                                                       "learner_no_attempt")}
         verdict = {"fixed": {"learner_on_smart": fixed, "expert_iteration": 0.2, "learner_no_attempt": 0.3,
                              "learner": 0.4},
                    "broken": {"learner_on_smart": 0.1}, "anatomy": {"learner_on_smart": {"cot_wrong": 0.5}}}
@@ -99,7 +100,7 @@ def test_arms_summary_gives_mean_and_spread_over_seeds():
         probe = {"learner o right": {"smart wrong": fixed / 2}}
         return {"models": models, "verdict": verdict, "task": "add", "probe": probe}
     text = summary({"answer": [run(0.8, 0.1), run(0.6, 0.3)]}, 2, [3, 4])
-    assert ("| answer | 2 | 70.0 ± 10.0 | 35.0 ± 5.0 | 20.0 ± 10.0 | 10.0 ± 0.0 | 20.0 ± 0.0 | 30.0 ± 0.0 | 50.0 ± 0.0 "
+    assert ("| answer | 2 | 70.0 ± 10.0 | 35.0 ± 5.0 | 52.5 ± 7.5 | 52.5 ± 7.5 | 52.5 ± 7.5 | 20.0 ± 10.0 | 10.0 ± 0.0 | 20.0 ± 0.0 | 30.0 ± 0.0 | 50.0 ± 0.0 "
             "| 50 | 10.0 ± 5.0 | 40.0 ± 0.0 |") in text
 
 
@@ -155,6 +156,6 @@ def test_arms_plot_has_a_bar_per_model_and_arm():
         return {"verdict": verdict, "probe": {"learner o right": {"smart wrong": 0.05, "smart right": 0.6}}}
     fig = plot({"a": [run(0.1), run(0.3)], "b": [run(0.5)]}, 8)
     left, right = fig.axes[:2]
-    assert len(left.patches) == len(right.patches) == 5 * 2
+    assert len(left.patches) == 5 * 2 and len(right.patches) == 4 * 2
     assert [round(p.get_height()) for p in left.patches[:2]] == [20, 50]     # learner o smart: mean over seeds
-    assert [round(p.get_height()) for p in right.patches[2:4]] == [40, 40]   # the right solution, broken
+    assert [round(p.get_height()) for p in right.patches[2:4]] == [30, 30]   # handed nothing, broken
