@@ -17,7 +17,9 @@ Controls, with the same problems, steps and optimizer:
     expert_iteration    smart fine-tuned on its own verified-correct samples
     learner_no_attempt  stupid fine-tuned on the same pairs with the attempt removed
 """
+import glob
 import json
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -214,6 +216,9 @@ def main(argv=None):
         save_checkpoint(f"{out}/{name}/ckpt.pt", model, stage, step, data, run,
                         extra={"improve_cfg": asdict(cfg), "target": cfg.target} if stage == "learner" else None)
     write_text(f"{out}/learner/pairs.jsonl", pairs_jsonl(pairs))
+    for path in glob.glob(f"{out}/learner_round*/ckpt.pt"):   # rounds of an earlier learner: not this one's
+        if os.path.basename(os.path.dirname(path)) not in before:
+            os.remove(path)
     print(f"wrote {out}/learner/ckpt.pt{' and the controls' if cfg.controls else ''} "
           f"and {out}/learner/pairs.jsonl in {time.time() - t0:.0f}s")
 

@@ -90,6 +90,11 @@ def test_onpolicy_rounds_write_each_rounds_learner(pipeline, tmp_path):
         assert ckpt["step"] == step
         assert ckpt["stage"] == ("expert_iteration" if name == "expert_iteration" else "learner")
     assert torch.load(tmp_path / "learner_round1" / "ckpt.pt", weights_only=False)["target"] == "digits"
+    r = run("improve.py", f"--out_dir={tmp_path}", *FAST_IMPROVE, "--rounds=1", "--round_problems=6",
+            "--round_samples=2", "--round_steps=2", "--controls=0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "learner_round0" / "ckpt.pt").exists()
+    assert not (tmp_path / "learner_round1" / "ckpt.pt").exists()     # an earlier learner's round is gone
 
 
 def test_a_short_stupid_is_a_new_model_trained_on_the_shorter_lengths(smart_dir, tmp_path, monkeypatch):
