@@ -385,6 +385,7 @@ class LowRank(torch.nn.Module):
         return weight + self.B @ self.A
 
 
+# the parameter-name prefixes that finetune(freeze=...) keeps as they are ("" starts every name)
 FROZEN = {"none": (), "embeddings": ("tok_embeddings", "digit_embeddings", "pos_embeddings"), "all": ("",)}
 
 

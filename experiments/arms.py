@@ -21,8 +21,9 @@ Arms:
     onpolicy             the default learner, then 3 rounds of expert iteration on it (improve.py
                          --rounds): it corrects fresh attempts at 1..N and trains on its verified fixes
     digits_onpolicy      the same on the digits learner
-    short                stupid is smart fine-tuned on 1..N-3 digits only (corrupt.py --noise=short):
-                         its mistakes at the top lengths are length mistakes, like smart's past N
+    short                stupid is a new model of smart's shape trained on 1..N-3 digits (corrupt.py
+                         --noise=short): its mistakes at the top lengths are length mistakes, like
+                         smart's past N
     short_digits         the same stupid, the digits learner
     freeze_embeddings    the default learner with the token and digit-position tables frozen
     adapter              a rank-8 adapter (LoRA) on a frozen smart, writing whole solutions
@@ -39,8 +40,7 @@ from dataclasses import asdict, dataclass
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common import (BadInput, check_writable, load_checkpoint, markdown_table, opt, parse_config,  # noqa: E402
-                    pyplot, results_paths, run_main, script, write_results,
-                    write_text)
+                    pyplot, results_paths, run_main, script, write_results, write_text)
 from cot_data import truth                                                                       # noqa: E402
 
 ARMS = {
@@ -83,7 +83,8 @@ class ArmsConfig:
 
 
 def arm_run(cfg, arm, seed):
-    """improve.py (the arm's learner and its controls) and evaluate.py in OUT_DIR/ARM-sSEED, reused if done."""
+    """corrupt.py (for an arm with its own stupid), improve.py (the arm's learner and its controls),
+    evaluate.py and probe.py in OUT_DIR/ARM-sSEED, each reused if done."""
     out = os.path.join(cfg.out_dir, f"{arm}-s{seed}")
     options = {k: v for k, v in ARMS[arm].items() if k != "corrupt"}
     if not os.path.exists(os.path.join(out, "results.json")):
@@ -139,7 +140,8 @@ def summary(runs, N, lengths):
                        mean_spread([x["fixed"]["learner"] for x in v])])
     smart = [r["models"]["smart"]["accuracy"] for r in next(iter(runs.values()))[:1]][0]
     header = (["arm", "seeds"] + [f"learner o smart {n}*" for n in lengths]
-              + ["past N: learner o smart", "past N: expert_iteration", "past N: learner_no_attempt", "fixes", "breaks", "expert_iteration fixes", "learner_no_attempt fixes", "its wrong: chain wrong",
+              + ["past N: learner o smart", "past N: expert_iteration", "past N: learner_no_attempt", "fixes",
+                 "breaks", "expert_iteration fixes", "learner_no_attempt fixes", "its wrong: chain wrong",
                  "its wrong: 3+ digits too long", "handed the right solution: right where smart is wrong",
                  "handed nothing: right where smart is wrong"])
     note = ("smart alone: " + ", ".join(f"{100 * smart[str(n)]:.0f}% at {n}" for n in lengths)
