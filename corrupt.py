@@ -102,8 +102,6 @@ def main(argv=None):
     tok, N = tokenizer_from(data), data.max_digits
     if cfg.noise == "short" and cfg.short_by >= N:
         raise BadInput(f"--short_by={cfg.short_by} leaves no length of 1..{N} to train on")
-    stream = ProblemStream(data.task, data.fmt, 1, N, seed=cfg.seed, exclude=eval_exclusions(data.task, N))
-    problems = [stream.sample() for _ in range(cfg.problems)]
     smart_acc, _ = mean_accuracy(smart, tok, data, cfg.eval_size)
     lo, hi, t0 = cfg.band_lo * smart_acc, cfg.band_hi * smart_acc, time.time()
     if cfg.noise == "short":
@@ -111,6 +109,8 @@ def main(argv=None):
         stupid, step = trained_short(smart, ckpt, data, tok, cfg, device)
         acc, per = mean_accuracy(stupid, tok, data, cfg.eval_size)
     else:
+        stream = ProblemStream(data.task, data.fmt, 1, N, seed=cfg.seed, exclude=eval_exclusions(data.task, N))
+        problems = [stream.sample() for _ in range(cfg.problems)]
         wrong, right = wrong_and_right(smart, tok, problems, cfg, rng)
         if not wrong:
             raise BadInput("smart made no wrong samples to corrupt it with: raise --temperature or --samples")
