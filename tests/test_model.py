@@ -215,3 +215,19 @@ def test_each_packed_example_gets_its_own_abacus_shift():
     starts = (positions == 0) & (x == digits[0])
     per_row = [set(seen[0][r][starts[r]].tolist()) for r in range(3)]   # each example's first index: 1 + its shift
     assert sorted(map(len, per_row))[-1] > 1   # examples sharing a row are shifted apart
+
+
+def test_mixed_precision_only_on_a_cuda_gpu_with_bf16(monkeypatch):
+    """On a CPU nothing changes (the numbers stay those of fp32); on a CUDA GPU with bf16, autocast."""
+    import contextlib
+    import warnings
+    from common import autocast
+    assert isinstance(autocast("cpu"), contextlib.nullcontext)
+    assert isinstance(autocast(torch.device("cpu")), contextlib.nullcontext)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert isinstance(autocast("cuda"), contextlib.nullcontext)     # bf16 only emulated: not worth it
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                               # no GPU here: torch warns it disables it
+        amp = autocast("cuda:0")
+    assert isinstance(amp, torch.autocast) and amp.fast_dtype == torch.bfloat16
