@@ -515,7 +515,7 @@ def check_room(model, tok, problems, correcting=True):
         what = "a correction prompt" if correcting else "a prompt"
         raise BadInput(f"{what} is longer than the model supports: {max(p.digits for p in problems)} digits "
                        f"need {need} tokens with room to answer, the model holds {model.cfg.block_size} (block_size)")
-    if model.cfg.pos == "abacus":
+    if model.cfg.abacus:
         run = max(len(m) for p in problems for m in re.findall(r"\d+", p.prompt + p.completion))
         if run >= model.cfg.max_digit_index:
             raise BadInput(f"a number of {run} digits is longer than the model supports "

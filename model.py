@@ -26,7 +26,7 @@ class ModelConfig:
     mlp: str = "gelu"            # "gelu" (w1, w2) or "swiglu" (w1, w2, w3)
     norm: str = "layernorm"      # "layernorm" or "rmsnorm"
     norm_eps: float = 1e-5
-    pos: str = "abacus"          # "learned" | "rope" | "none" | "abacus"
+    pos: str = "abacus"          # "learned" | "rope" | "none" | "abacus" | "abacus_rope" (both)
     block_size: int = 512        # longest sequence (learned positions, RoPE tables, generation limit)
     rope_theta: float = 10000.0
     rope_scaling: dict = None    # Llama 3.1 style: factor, low_freq_factor, high_freq_factor, original_max_position_embeddings
@@ -41,6 +41,14 @@ class ModelConfig:
     @property
     def head_dim(self):
         return self.dim // self.n_heads
+
+    @property
+    def abacus(self):
+        return self.pos in ("abacus", "abacus_rope")
+
+    @property
+    def rope(self):   # abacus_rope: digits aligned by their index, and RoPE to tell which number a digit is in
+        return self.pos in ("rope", "abacus_rope")
 
 
 # ----------------------------------------------------------------------------- parts
@@ -152,14 +160,14 @@ class GPT(nn.Module):
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         if cfg.pos == "learned":
             self.pos_embeddings = nn.Embedding(cfg.block_size, cfg.dim)
-        if cfg.pos == "abacus":
+        if cfg.abacus:
             self.digit_embeddings = nn.Embedding(cfg.max_digit_index, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = make_norm(cfg)
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        if cfg.pos == "rope":
+        if cfg.rope:
             self.register_buffer("inv_freq", rope_frequencies(cfg).float(), persistent=False)
         self.apply(self._init_weights)
 
@@ -171,7 +179,7 @@ class GPT(nn.Module):
     def _apply(self, fn, *args, **kw):
         # casting the model (say to bf16) must not round the rope table: rebuild it in fp32
         super()._apply(fn, *args, **kw)
-        if self.cfg.pos == "rope":
+        if self.cfg.rope:
             self.inv_freq = rope_frequencies(self.cfg).float().to(self.tok_embeddings.weight.device)
         return self
 
@@ -195,10 +203,10 @@ class GPT(nn.Module):
         rope = None
         if self.cfg.pos == "learned":
             x = x + self.pos_embeddings(positions)
-        elif self.cfg.pos == "rope":
+        if self.cfg.rope:
             ang = positions[:, None, :, None].float() * self.inv_freq   # (B, 1, T, hd/2)
             rope = (ang.cos(), ang.sin())
-        elif self.cfg.pos == "abacus":
+        if self.cfg.abacus:
             starts = positions == 0   # a sequence starts at position 0 (a packed row holds several)
             di = digit_indices(idx, self.cfg.digit_lo, starts) if digit_index is None else digit_index
             if di.max() >= self.cfg.max_digit_index:

@@ -56,7 +56,9 @@ class TrainConfig(Optim):
     ffn_hidden: int = opt(512, "hidden width of the MLP", lo=1)
     mlp: str = opt("gelu", "MLP: gelu (nanoGPT) or swiglu (Llama)", choices=("gelu", "swiglu"))
     norm: str = opt("layernorm", "normalisation: layernorm (nanoGPT) or rmsnorm (Llama)", choices=("layernorm", "rmsnorm"))
-    pos: str = opt("abacus", "positions: learned table, rope, none, or abacus (each digit's index in its number)", choices=("learned", "rope", "none", "abacus"))
+    pos: str = opt("abacus", "positions: learned table, rope, none, abacus (each digit's index in its number), or "
+                   "abacus_rope (both: which number a digit is in, for tasks that copy numbers)",
+                   choices=("learned", "rope", "none", "abacus", "abacus_rope"))
     block_size: int = opt(None, "longest sequence in tokens; auto: the power of two that holds the learner's "
                           "longest correction prompt (1..N + eval_extra digits) and room to answer", lo=2)
     max_digit_index: int = opt(64, "abacus: the longest number the model can index", lo=2)
@@ -77,10 +79,10 @@ class TrainConfig(Optim):
         if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
             raise BadInput(f"n_heads ({self.n_heads}) must divide dim ({self.dim}) and n_kv_heads "
                            f"({self.n_kv_heads}) must divide n_heads")
-        if self.pos == "rope" and (self.dim // self.n_heads) % 2:
+        if "rope" in self.pos and (self.dim // self.n_heads) % 2:
             raise BadInput("rope needs an even head size (dim / n_heads)")
         longest = self.max_digits + self.eval_extra
-        if self.pos == "abacus" and longest + self.abacus_offset >= self.max_digit_index:
+        if "abacus" in self.pos and longest + self.abacus_offset >= self.max_digit_index:
             raise BadInput(f"max_digits + eval_extra + abacus_offset ({longest + self.abacus_offset}) must be "
                            f"below max_digit_index ({self.max_digit_index})")
         if self.block_size is None:

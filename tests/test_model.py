@@ -36,7 +36,7 @@ def test_digit_indices():
     assert digit_indices(packed, tok.digit_lo, ~starts | starts)[0].tolist() == [1, 1, 0, 1, 1, 1, 1]
 
 
-@pytest.mark.parametrize("pos", ["abacus", "rope", "learned", "none"])
+@pytest.mark.parametrize("pos", ["abacus", "rope", "learned", "none", "abacus_rope"])
 @pytest.mark.parametrize("block", [("layernorm", "gelu"), ("rmsnorm", "swiglu")])
 def test_cached_greedy_equals_uncached(pos, block):
     m = tiny(pos, norm=block[0], mlp=block[1])
@@ -231,3 +231,18 @@ def test_mixed_precision_only_on_a_cuda_gpu_with_bf16(monkeypatch):
         warnings.simplefilter("ignore")                               # no GPU here: torch warns it disables it
         amp = autocast("cuda:0")
     assert isinstance(amp, torch.autocast) and amp.fast_dtype == torch.bfloat16
+
+
+def test_abacus_rope_uses_both_position_signals():
+    """abacus_rope: a digit's index in its number (a table) and its place in the sequence (RoPE)."""
+    m = tiny("abacus_rope")
+    assert hasattr(m, "digit_embeddings") and hasattr(m, "inv_freq")
+    idx = torch.tensor([CharTokenizer().encode("12+34=")])
+    base, _ = m(idx)
+    with torch.no_grad():
+        m.digit_embeddings.weight.zero_()
+    no_abacus, _ = m(idx)
+    assert not torch.allclose(base, no_abacus)                        # the digit table is read
+    m.inv_freq = torch.zeros_like(m.inv_freq)                          # no rotation: RoPE off
+    neither, _ = m(idx)
+    assert not torch.allclose(no_abacus, neither)                     # and so are the positions
