@@ -25,7 +25,8 @@ CASES = {
         "--init_from=foo", "--init_from=llama:/nonexistent", "--device=tpu", "--max_digits=60", "--fmt=plain --block_size=64",
         "--task=sort --fmt=steps", "--task=gcd --fmt=compact",
         "--fmt=hints --max_digits=30", "--block_size=20", "--unknown=1", "--resume --steps=1",
-        "--pos=rope --dim=30 --n_heads=2 --n_kv_heads=2",
+        "--pos=rope --dim=30 --n_heads=2 --n_kv_heads=2", "--pos=abacus_rope --dim=30 --n_heads=2 --n_kv_heads=2",
+        "--pos=abacus_rope --max_digits=50",
     ],
     "sample.py": [
         "--ckpt={out}/nope.pt", "--ckpt={out}/learner/pairs.jsonl", "--temperature=-1", "--num_samples=0", "--num=0",
