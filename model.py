@@ -15,6 +15,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+# the position kinds that use each signal; abacus_rope uses both: digits aligned by their index, and
+# RoPE to tell which number a digit is in
+ABACUS_POS, ROPE_POS = ("abacus", "abacus_rope"), ("rope", "abacus_rope")
+
+
 @dataclass
 class ModelConfig:
     vocab_size: int = 64
@@ -44,11 +49,11 @@ class ModelConfig:
 
     @property
     def abacus(self):
-        return self.pos in ("abacus", "abacus_rope")
+        return self.pos in ABACUS_POS
 
     @property
-    def rope(self):   # abacus_rope: digits aligned by their index, and RoPE to tell which number a digit is in
-        return self.pos in ("rope", "abacus_rope")
+    def rope(self):
+        return self.pos in ROPE_POS
 
 
 # ----------------------------------------------------------------------------- parts

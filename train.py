@@ -21,7 +21,7 @@ from common import (BadInput, DataConfig, Optim, check_room, check_writable, eva
                     load_checkpoint, log, make_optimizer, new_run_id, opt, parse_config, percents, pick_device,
                     run_main, save_checkpoint, stream_batches, tokenizer_from, tokens_needed, train_loop)
 from cot_data import FORMATS, TASKS, CharTokenizer, ProblemStream, check_format, eval_exclusions, noise_from_spec
-from model import GPT, ModelConfig
+from model import ABACUS_POS, ROPE_POS, GPT, ModelConfig
 
 
 # Per task, measured (docs/tasks.md). add and mul: smart >= 99% on every length 1..N on 2 CPU cores
@@ -79,10 +79,10 @@ class TrainConfig(Optim):
         if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
             raise BadInput(f"n_heads ({self.n_heads}) must divide dim ({self.dim}) and n_kv_heads "
                            f"({self.n_kv_heads}) must divide n_heads")
-        if "rope" in self.pos and (self.dim // self.n_heads) % 2:
+        if self.pos in ROPE_POS and (self.dim // self.n_heads) % 2:
             raise BadInput("rope needs an even head size (dim / n_heads)")
         longest = self.max_digits + self.eval_extra
-        if "abacus" in self.pos and longest + self.abacus_offset >= self.max_digit_index:
+        if self.pos in ABACUS_POS and longest + self.abacus_offset >= self.max_digit_index:
             raise BadInput(f"max_digits + eval_extra + abacus_offset ({longest + self.abacus_offset}) must be "
                            f"below max_digit_index ({self.max_digit_index})")
         if self.block_size is None:
