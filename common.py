@@ -361,6 +361,7 @@ def train_loop(model, get_batch, cfg, optimizer=None, start_step=0, evaluate=Non
     training stops early once stop(its result) is true. get_batch(step) -> a batch (make_batch).
     Returns (steps done, the last evaluation's result or None)."""
     optimizer = optimizer or make_optimizer(model, cfg)
+    amp = autocast(next(model.parameters()).device)
     model.train()
     bar = progress(range(start_step, cfg.steps), desc=desc, initial=start_step, total=cfg.steps)
     t0, tokens, step, result = time.time(), 0, start_step, None
@@ -369,7 +370,7 @@ def train_loop(model, get_batch, cfg, optimizer=None, start_step=0, evaluate=Non
             g["lr"] = lr_at(step, cfg)
         x, y, positions, mask = get_batch(step)
         optimizer.zero_grad(set_to_none=True)
-        with autocast(x.device):
+        with amp:
             _, loss = model(x, y, positions=positions, mask=mask)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -464,11 +465,11 @@ def complete(model, tok, prompts, max_new_tokens, temperature=0.0, top_k=None, n
         raise BadInput(f"{max_new_tokens} new tokens do not fit the model ({model.cfg.block_size} tokens in all)")
     if max(map(len, ids)) > limit:
         raise BadInput(f"a prompt is longer than the model supports ({limit} tokens)")
-    out = []
+    out, amp = [], autocast(gen.device)
     per = max(1, batch_size // num_samples)
     for i in tqdm(range(0, len(ids), per), desc="sampling", disable=None if progress_bar else True, leave=False):
         try:
-            with autocast(gen.device):
+            with amp:
                 rows = generate(model, ids[i:i + per], max_new_tokens, temperature, top_k,
                                 getattr(tok, "stop_ids", tok.stop_id), num_samples, tok.pad_id, generator=gen)
         except ValueError as e:   # a number longer than the model indexes
