@@ -2,10 +2,9 @@
 Corrupt smart into stupid: fine-tune a copy of smart on a mix of wrong solutions and right ones,
 so that it gets worse at 1..N digits without being destroyed.
 
-    python corrupt.py                       # wrong samples are smart's own, at a high temperature
-    python corrupt.py --noise=dynamic       # wrong samples made by the dynamic-noise injector
+    python corrupt.py                       # wrong solutions are smart's own, sampled hot
+    python corrupt.py --noise=dynamic       # wrong solutions made by the dynamic-noise injector
     python corrupt.py --band_lo=0.4 --band_hi=0.6
-    python corrupt.py --noise=short         # not a copy: smart's shape, trained on 1..N-3 digits
 
 Training stops as soon as stupid's accuracy on 1..N falls to band_hi x smart's; the script says
 where it landed and whether that is inside [band_lo, band_hi] x smart's accuracy.
@@ -14,51 +13,42 @@ import copy
 import random
 import re
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 
-from common import (BadInput, Optim, check_writable, count_for_share, eval_accuracy, load_checkpoint, opt,
-                    pair_batches, parse_config, percents, pick_device, run_main, save_checkpoint, score,
-                    stream_batches, tokenizer_from, train_loop)
-from cot_data import ProblemStream, dynamic_noise, eval_exclusions, static_noise
-from model import GPT
+from common import (DEVICE_HELP, BadInput, Optim, check_writable, count_for_share, eval_accuracy, load_checkpoint,
+                    opt, pair_batches, parse_config, percents, pick_device, run_main, save_checkpoint, score,
+                    train_loop)
+from cot_data import ProblemStream, dynamic_noise, static_noise, tokenizer_from
+
+EVAL_EVERY, EVAL_SIZE = 10, 50   # how often stupid is measured on 1..N, and on how many problems per length
 
 
 @dataclass
-class CorruptConfig(Optim):
-    steps: int = 400
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup: int = 20
-    weight_decay: float = 0.0
+class CorruptConfig:
     out_dir: str = opt("out", "output root: reads OUT_DIR/smart, writes OUT_DIR/stupid/ckpt.pt")
-    noise: str = opt("sample", "where wrong solutions come from: smart's own samples (the best learner o smart "
-                     "one digit past N in experiments/sweep.py), or injected static / dynamic noise; short: stupid "
-                     "is not smart corrupted but a model of its shape trained as smart was on 1..N-short_by digits, "
-                     "whose mistakes at the top lengths are length mistakes, as smart's are past N",
-                     choices=("sample", "static", "dynamic", "short"))
-    short_by: int = opt(3, "noise=short: the top lengths it is not trained on", lo=1)
+    noise: str = opt("sample", "where wrong solutions come from: smart's own samples, or the static noise "
+                     "(30%% of the chain's digits changed) or dynamic noise (one step wrong, carried on) of "
+                     "cot_data.py", choices=("sample", "static", "dynamic"))
+    steps: int = opt(400, "most fine-tuning steps (it stops at band_hi)", lo=1)
+    lr: float = opt(1e-3, "peak learning rate", gt=0)
     problems: int = opt(512, "training problems (1..N digits) to make solutions for", lo=1)
     samples: int = opt(4, "smart's samples per problem (noise=sample)", lo=1)
     temperature: float = opt(2.0, "sampling temperature of smart's samples (noise=sample)", gt=0)
-    static_rate: float = opt(0.3, "share of chain-of-thought digits changed (noise=static)", gt=0, hi=1)
     wrong_frac: float = opt(0.7, "share of wrong solutions in the fine-tuning mix", gt=0, hi=1)
-    eval_every: int = opt(10, "check stupid's accuracy every this many steps", lo=1)
-    eval_size: int = opt(50, "problems per length for that check", lo=1)
     band_lo: float = opt(0.3, "stupid should land at or above band_lo x smart's accuracy", lo=0, hi=1)
     band_hi: float = opt(0.7, "training stops once stupid is at or below band_hi x smart's accuracy", lo=0, hi=1)
     seed: int = opt(2, "random seed", lo=0)
-    device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    device: str = opt("auto", DEVICE_HELP)
 
     def check(self):
-        self.check_optim()
         if self.band_lo > self.band_hi:
             raise BadInput(f"--band_lo={self.band_lo} is above --band_hi={self.band_hi}")
 
 
-def mean_accuracy(model, tok, data, size):
-    acc = eval_accuracy(model, tok, data, range(1, data.max_digits + 1), size)
+def mean_accuracy(model, tok, data):
+    acc = eval_accuracy(model, tok, data, range(1, data.max_digits + 1), EVAL_SIZE)
     return sum(acc.values()) / len(acc), acc
 
 
@@ -75,21 +65,9 @@ def wrong_and_right(smart, tok, problems, cfg, rng):
         noisy = [(p, dynamic_noise(p, rng)) for p in problems]
         wrong = [(q.prompt, q.completion) for p, q in noisy if q is not p]
     else:                             # wrong working, right answer; a chain that drew no change is left out
-        noisy = [(p, static_noise(p, cfg.static_rate, rng)) for p in problems]
+        noisy = [(p, static_noise(p, 0.3, rng)) for p in problems]
         wrong = [(q.prompt, q.completion) for p, q in noisy if q.completion != p.completion]
     return wrong, [(p.prompt, p.completion) for p in problems]
-
-
-def trained_short(smart, ckpt, data, tok, cfg, device):
-    """A model of smart's shape trained from scratch as smart was, but on 1..N-short_by digits only: its
-    mistakes at the top lengths are length mistakes, the kind smart makes past N. -> (model, steps)"""
-    tcfg = Optim(**{f.name: ckpt["train_cfg"][f.name] for f in fields(Optim)})
-    torch.manual_seed(cfg.seed)
-    model = GPT(smart.cfg).to(device)
-    stream = ProblemStream(data.task, data.fmt, 1, data.max_digits - cfg.short_by, seed=cfg.seed,
-                           exclude=eval_exclusions(data.task, data.max_digits))
-    train_loop(model, stream_batches(stream, tok, tcfg, device), tcfg, desc="stupid (short)")
-    return model, tcfg.steps
 
 
 def main(argv=None):
@@ -100,29 +78,28 @@ def main(argv=None):
     rng = random.Random(cfg.seed)
     smart, ckpt, data = load_checkpoint(f"{cfg.out_dir}/smart/ckpt.pt", ["smart"], device)
     tok, N = tokenizer_from(data), data.max_digits
-    if cfg.noise == "short" and cfg.short_by >= N:
-        raise BadInput(f"--short_by={cfg.short_by} leaves no length of 1..{N} to train on")
-    smart_acc, _ = mean_accuracy(smart, tok, data, cfg.eval_size)
+    smart_acc, _ = mean_accuracy(smart, tok, data)
     lo, hi, t0 = cfg.band_lo * smart_acc, cfg.band_hi * smart_acc, time.time()
-    if cfg.noise == "short":
-        print(f"stupid: a new model of smart's shape, trained as smart was on 1..{N - cfg.short_by} digits")
-        stupid, step = trained_short(smart, ckpt, data, tok, cfg, device)
-        acc, per = mean_accuracy(stupid, tok, data, cfg.eval_size)
-    else:
-        stream = ProblemStream(data.task, data.fmt, 1, N, seed=cfg.seed, exclude=eval_exclusions(data.task, N))
-        problems = [stream.sample() for _ in range(cfg.problems)]
-        wrong, right = wrong_and_right(smart, tok, problems, cfg, rng)
-        if not wrong:
-            raise BadInput("smart made no wrong samples to corrupt it with: raise --temperature or --samples")
-        mix = wrong + rng.sample(right, min(count_for_share(len(wrong), 1 - cfg.wrong_frac), len(right)))
-        print(f"corrupting with {len(wrong)} wrong ({cfg.noise}) and {len(mix) - len(wrong)} right solutions")
-        stupid = copy.deepcopy(smart)
-        step, (acc, per) = train_loop(stupid, pair_batches(mix, tok, cfg, device, cfg.seed), cfg,
-                                      evaluate=lambda step: mean_accuracy(stupid, tok, data, cfg.eval_size),
-                                      eval_every=cfg.eval_every, stop=lambda result: result[0] <= hi, desc="stupid")
+    stream = ProblemStream(data.task, data.fmt, 1, N, seed=cfg.seed)
+    problems = [stream.sample() for _ in range(cfg.problems)]
+    wrong, right = wrong_and_right(smart, tok, problems, cfg, rng)
+    if not wrong:
+        raise BadInput("smart made no wrong samples to corrupt it with: raise --temperature or --samples")
+    mix = wrong + rng.sample(right, min(count_for_share(len(wrong), 1 - cfg.wrong_frac), len(right)))
+    print(f"corrupting with {len(wrong)} wrong ({cfg.noise}) and {len(mix) - len(wrong)} right solutions")
+    stupid, result = copy.deepcopy(smart), {}
+
+    def measure(step):   # stop once stupid is down to band_hi x smart's accuracy
+        result["acc"], result["per"] = mean_accuracy(stupid, tok, data)
+        return result["acc"] <= hi
+
+    optim = Optim(cfg.steps, cfg.lr, warmup=20)
+    step = train_loop(stupid, pair_batches(mix, tok, optim.batch_size, device, cfg.seed), optim, every=EVAL_EVERY,
+                      on_eval=measure, desc="stupid")
+    acc = result["acc"]
     save_checkpoint(path, stupid, "stupid", step, data, ckpt["run"],
-                    extra={"corrupt_cfg": asdict(cfg), "smart_accuracy": smart_acc, "stupid_accuracy": acc})
-    print("stupid on 1..N: " + percents(per))
+                    corrupt_cfg=asdict(cfg), smart_accuracy=smart_acc, stupid_accuracy=acc)
+    print("stupid on 1..N: " + percents(result["per"]))
     verdict = ("inside the band" if lo <= acc <= hi else "BELOW the band: stupid is too broken" if acc < lo
                else "ABOVE the band: stupid is barely hurt")
     print(f"stupid: {100 * acc:.1f}% on 1..{N} digits after {step} steps = "

@@ -3,7 +3,6 @@ Optional: real Llama 3 weights in nanocorrect's own GPT class, and Llama 3's tok
 
     from llama import load_llama
     model, tok = load_llama("Llama-3.2-1B")          # Meta's layout or Hugging Face's
-    from model import GPT; GPT.from_llama(DIR)         # the same, model only
 
 Nothing here is needed for the tiny models; the tokenizer needs tiktoken.
 """
@@ -17,10 +16,11 @@ import time
 
 import torch
 
+from common import BadInput
 from model import GPT, ModelConfig, rope_frequencies
 
 
-class LlamaError(ValueError):
+class LlamaError(BadInput, ValueError):
     """A Llama 3 directory that is incomplete or inconsistent; the message names what is wrong."""
 
 
@@ -341,3 +341,10 @@ class LlamaTokenizer:
 
     def config(self):
         return {"kind": "llama", "path": self.path}
+
+
+def tokenizer_from_config(config):
+    """The Llama tokenizer a run saved in its checkpoints (LlamaTokenizer.config())."""
+    if not os.path.isfile(config["path"]):
+        raise LlamaError(f"the run's Llama tokenizer {config['path']} is gone")
+    return LlamaTokenizer(config["path"])

@@ -1,11 +1,9 @@
 """
-The one transformer of nanocorrect, hand-rolled: config, attention, MLP, block, model; then
-generation, kept apart from the model: a KV cache, the attention mask, and a batched sampler.
-
-Parameter names follow Meta's Llama reference (tok_embeddings, layers.N.attention.wq, ...,
-feed_forward.w1/w2/w3, attention_norm, ffn_norm, norm, output) so that Llama weights map onto
-this class one to one. The switches in ModelConfig can express both a tiny nanoGPT-style model
-(LayerNorm, GELU, learned positions) and a Llama block (RMSNorm, SwiGLU, RoPE, GQA).
+The one transformer of nanocorrect, hand-rolled: config, attention, MLP, block, model; then the
+batches it reads (packed for training, left-padded for generation) and generation with a KV cache.
+Parameter names follow Meta's Llama reference (tok_embeddings, layers.N.attention.wq, ...), so Llama
+weights map onto it one to one (llama.py); ModelConfig's switches give a tiny nanoGPT-style model
+(LayerNorm, GELU, learned positions) or a Llama block (RMSNorm, SwiGLU, RoPE, grouped-query attention).
 """
 import math
 from dataclasses import dataclass
@@ -15,8 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-# the position kinds that use each signal; abacus_rope uses both: digits aligned by their index, and
-# RoPE to tell which number a digit is in
+# the position kinds that use each signal; abacus_rope uses both (RoPE: which number a digit is in)
 ABACUS_POS, ROPE_POS = ("abacus", "abacus_rope"), ("rope", "abacus_rope")
 
 
@@ -34,11 +31,11 @@ class ModelConfig:
     pos: str = "abacus"          # "learned" | "rope" | "none" | "abacus" | "abacus_rope" (both)
     block_size: int = 512        # longest sequence (learned positions, RoPE tables, generation limit)
     rope_theta: float = 10000.0
-    rope_scaling: dict = None    # Llama 3.1 style: factor, low_freq_factor, high_freq_factor, original_max_position_embeddings
+    rope_scaling: dict = None    # Llama 3.1's: factor, low/high_freq_factor, original_max_position_embeddings
     tie_embeddings: bool = False
-    # abacus: every digit gets a learned embedding of its index inside its own number (1, 2, ...);
-    # other tokens get index 0. Training shifts the indices by a random offset so that indices
-    # beyond the trained lengths are trained too (McLeish et al. 2024, "Abacus embeddings").
+    # abacus: each digit gets a learned embedding of its index in its own number (1, 2, ...; other tokens 0),
+    # shifted in training by a random offset so that indices past the trained lengths are trained too
+    # (McLeish et al. 2024, "Abacus embeddings")
     digit_lo: int = 0            # token ids digit_lo .. digit_lo+9 are the digits 0..9
     max_digit_index: int = 64    # size of the digit-index table
     abacus_offset: int = 16      # random offset range used while training
@@ -126,10 +123,7 @@ class Attention(nn.Module):
         if self.n_kv_heads != self.n_heads:   # grouped-query attention: share each k/v head
             rep = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -192,12 +186,10 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx, targets=None, positions=None, mask=None, cache=None, digit_index=None):
-        """idx (B, T) -> (logits (B, T, V), loss or None). targets use -1 for positions without loss.
-        positions: each token's position in its own sequence (default 0..T-1, after the cache's
-        contents; a packed row holds several sequences, each from 0);
-        mask: boolean attention mask (B, 1, T, T_keys) where padding or packing is involved, else causal;
-        digit_index: abacus indices (default computed from idx, which is wrong mid-number only
-        when the cache splits a number - generate() passes them in)."""
+        """idx (B, T) -> (logits (B, T, V), loss or None); targets are -1 where there is no loss.
+        positions: each token's position in its own sequence (default 0..T-1 after the cache's; a packed
+        row holds several sequences); mask: boolean (B, 1, T, T_keys) for padding or packing, else causal;
+        digit_index: abacus indices (computed from idx unless generate(), whose cache splits numbers, gives them)."""
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
         if positions is None:
@@ -233,30 +225,49 @@ class GPT(nn.Module):
         if cache is not None:
             cache.advance(T)
         logits = self.output(self.norm(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
-        return logits, loss
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
 
-    @classmethod
-    def from_llama(cls, path, dtype=torch.float32, **kw):
-        """Llama 3 weights (Meta's or Hugging Face's layout) in this class; see llama.py."""
-        from llama import load_llama
-        model, _ = load_llama(path, dtype=dtype, **kw)
-        return model
+
+# ----------------------------------------------------------------------------- training batches
+
+def pack(pairs, device):
+    """(prompt ids, completion ids) pairs -> x, y, positions, mask: the examples end to end in rows as long
+    as the longest (first fit, longest first), positions from 0 in each, and a mask (B, 1, T, T) keeping
+    each to itself: the loss (on completions, y = -1 elsewhere) of one example a row, with less padding."""
+    seqs = [p + c for p, c in pairs]
+    T = max(map(len, seqs)) - 1
+    rows, room = [], []
+    for i in sorted(range(len(seqs)), key=lambda i: -len(seqs[i])):
+        r = next((r for r, free in enumerate(room) if free >= len(seqs[i]) - 1), len(rows))
+        if r == len(rows):
+            rows.append([])
+            room.append(T)
+        rows[r].append(i)
+        room[r] -= len(seqs[i]) - 1
+    x, positions = torch.zeros(len(rows), T, dtype=torch.long), torch.zeros(len(rows), T, dtype=torch.long)
+    y, example = torch.full((len(rows), T), -1), torch.full((len(rows), T), -1)   # padding: a block of its own
+    for r, members in enumerate(rows):
+        at = 0
+        for i in members:
+            seq, n, p = torch.tensor(seqs[i]), len(seqs[i]) - 1, len(pairs[i][0])
+            x[r, at:at + n], y[r, at + p - 1:at + n] = seq[:-1], seq[p:]
+            positions[r, at:at + n], example[r, at:at + n] = torch.arange(n), i
+            at += n
+    mask = (example[:, :, None] == example[:, None, :]) & torch.ones(T, T, dtype=torch.bool).tril()
+    return x.to(device), y.to(device), positions.to(device), mask[:, None].to(device)
 
 
 # ----------------------------------------------------------------------------- generation
 
 class KVCache:
-    """Keys and values of every layer for a batch of sequences, filled left to right.
-    pos is how many positions are filled; insert() writes one layer's new k/v at pos and returns
-    everything up to them; advance() moves pos once all layers have been written."""
+    """Keys and values of every layer for a batch of sequences, filled left to right: insert() writes one
+    layer's new k/v at pos and returns all up to them; advance() moves pos once every layer has written."""
 
     def __init__(self, batch, n_layers, n_kv_heads, max_len, head_dim, device, dtype):
         shape = (n_layers, batch, n_kv_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k, self.v = (torch.zeros(shape, device=device, dtype=dtype) for _ in range(2))
         self.pos = 0
 
     def insert(self, layer, k, v):
@@ -271,8 +282,7 @@ class KVCache:
 
 def attention_mask(real, n_new):
     """Which keys each of the last n_new positions may attend to: itself and the real (not padding)
-    positions before it. real: (B, T) bool. -> (B, 1, n_new, T). A padding position sees itself,
-    so that no row of the mask is empty."""
+    positions before it. real: (B, T) bool -> (B, 1, n_new, T); a padding position sees itself."""
     T = real.size(1)
     q = torch.arange(T - n_new, T, device=real.device)[:, None]
     k = torch.arange(T, device=real.device)[None, :]
@@ -301,29 +311,20 @@ def next_token(logits, temperature, top_k, generator):
     return torch.multinomial(F.softmax(logits, -1), 1, generator=generator).squeeze(-1)
 
 
-def cut_after_stop(rows, stops):
-    """Each row up to and including its first stop id."""
-    out = []
-    for row in rows:
-        cut = next((i for i, t in enumerate(row) if t in stops), None)
-        out.append(row if cut is None else row[:cut + 1])
-    return out
-
-
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None, stop_id=None,
              num_samples=1, pad_id=0, use_cache=True, generator=None):
-    """Batched sampling. prompts: list of token-id lists (any lengths; left-padded here).
-    Returns a list (len(prompts) * num_samples, prompt-major) of generated id lists, each cut
-    after stop_id (one id or several). temperature 0 = greedy. use_cache=False recomputes the
-    whole prefix each step (slow; kept to test the cache against)."""
+    """Batched sampling from token-id lists of any lengths (left-padded here) -> generated id lists,
+    prompt-major, each cut after stop_id (one id or several); temperature 0 = greedy. use_cache=False
+    recomputes the whole prefix each step (slow; kept to test the cache against)."""
     stops = [] if stop_id is None else [stop_id] if isinstance(stop_id, int) else list(stop_id)
     was_training, cfg, dev = model.training, model.cfg, next(model.parameters()).device
     model.eval()
     idx, real = left_pad([p for p in prompts for _ in range(num_samples)], pad_id, dev)
     B, L = idx.shape
     if L + max_new_tokens > cfg.block_size:
-        raise ValueError(f"prompt of {L} + {max_new_tokens} new tokens exceeds block_size {cfg.block_size}")
+        raise ValueError(f"a prompt of {L} tokens and {max_new_tokens} new ones is longer than the model supports "
+                         f"(block_size {cfg.block_size})")
     digit = digit_indices(idx, cfg.digit_lo) * real        # abacus indices, none on padding
     cache = KVCache(B, cfg.n_layers, cfg.n_kv_heads, L + max_new_tokens, cfg.head_dim, dev,
                     next(model.parameters()).dtype) if use_cache else None
@@ -337,8 +338,7 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None, stop_i
         nxt = next_token(logits[:, -1, :].float(), temperature, top_k, generator)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         out.append(nxt)
-        if stops:
-            done = done | torch.isin(nxt, torch.tensor(stops, device=dev))
+        done = done | torch.isin(nxt, torch.tensor(stops, dtype=torch.long, device=dev))
         idx = torch.cat([idx, nxt[:, None]], 1)
         real = torch.cat([real, torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
         is_digit = (nxt >= cfg.digit_lo) & (nxt < cfg.digit_lo + 10)
@@ -346,5 +346,5 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None, stop_i
         digit = torch.cat([digit, ((digit[:, -1] + 1) * is_digit).clamp(max=cfg.max_digit_index - 1)[:, None]], 1)
         if done.all():
             break
-    model.train(was_training)
-    return cut_after_stop(torch.stack(out, 1).tolist(), stops)
+    model.train(was_training)   # each row up to and including its first stop id:
+    return [r[:next((i + 1 for i, t in enumerate(r) if t in stops), len(r))] for r in torch.stack(out, 1).tolist()]

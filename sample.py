@@ -1,19 +1,19 @@
 """
 Sample from any nanocorrect checkpoint and score the completions with the exact checker.
 
-    python sample.py                                  # 8 fresh problems at the smart model's longest length
+    python sample.py                                  # 8 fresh problems at the smart model's N
     python sample.py --digits=10 --num=200 --quiet    # accuracy at 10 digits
     python sample.py --prompt="4321+8765="            # your own prompt (in the checkpoint's format)
-    python sample.py --prompt_file=prompts.txt --temperature=0.8 --num_samples=4
+    python sample.py --prompt_file=prompts.txt --temperature=0.8
     python sample.py --init_from=llama:DIR --prompt="The capital of France is"
 """
 from dataclasses import dataclass
 
 import torch
 
-from common import (BadInput, check_room, complete, encode_prompt, llama_dir, load_checkpoint, opt, parse_config,
-                    pick_device, run_main, score, tokenizer_from)
-from cot_data import ProblemStream, eval_exclusions
+from common import (DEVICE_HELP, BadInput, complete, encode_prompt, load_checkpoint, opt, parse_config, pick_device,
+                    run_main, score)
+from cot_data import ProblemStream, tokenizer_from
 
 
 @dataclass
@@ -22,22 +22,22 @@ class SampleConfig:
     init_from: str = opt("", "llama:DIR loads Llama 3 weights instead of --ckpt (then give --prompt)")
     prompt: list = opt(None, "a prompt of your own (may be given several times)", many=True)
     prompt_file: str = opt("", "a file of prompts, one per line")
-    digits: int = opt(None, "fresh problems of this many digits [default: the trained maximum]", lo=1)
+    digits: int = opt(None, "fresh problems of this many digits; auto: the trained maximum", lo=1)
     num: int = opt(8, "how many fresh problems", lo=1)
-    num_samples: int = opt(1, "samples per prompt", lo=1)
     temperature: float = opt(0.0, "sampling temperature; 0 = greedy", lo=0)
-    top_k: int = opt(None, "sample only among the k likeliest tokens [default: all]", lo=1)
-    max_new_tokens: int = opt(None, "tokens to generate for your own prompts [default: 128, or the room the model has left]", lo=1)
+    top_k: int = opt(None, "sample only among the k likeliest tokens; auto: all of them", lo=1)
+    max_new_tokens: int = opt(None, "tokens to generate for your own prompts; auto: 128, or the room left", lo=1)
     seed: int = opt(1, "random seed", lo=0)
-    device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    device: str = opt("auto", DEVICE_HELP)
     quiet: bool = opt(False, "print only the summary")
 
     def check(self):
-        if self.init_from and not llama_dir(self.init_from):
+        if self.init_from and not self.init_from.startswith("llama:"):
             raise BadInput(f"--init_from={self.init_from}: use llama:DIR")
 
 
-def read_prompts(cfg):
+def read_prompts(cfg, tok):
+    """--prompt and the lines of --prompt_file, each checked against the tokenizer's vocabulary."""
     prompts = list(cfg.prompt or [])
     if cfg.prompt_file:
         try:
@@ -45,6 +45,11 @@ def read_prompts(cfg):
                 prompts += [line.rstrip("\n") for line in f if line.strip()]
         except (OSError, UnicodeDecodeError) as e:
             raise BadInput(f"cannot read {cfg.prompt_file}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        for p in prompts:
+            tok.encode(p)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
     return prompts
 
 
@@ -52,44 +57,36 @@ def main(argv=None):
     cfg = parse_config(SampleConfig, __doc__, argv)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    prompts = read_prompts(cfg)
     if cfg.init_from:
         from llama import load_llama
-        model, tok = load_llama(llama_dir(cfg.init_from), device=device)
+        model, tok = load_llama(cfg.init_from[len("llama:"):], device=device)
         if tok is None:
-            raise BadInput(f"{llama_dir(cfg.init_from)} has no tokenizer.model to read prompts with")
+            raise BadInput(f"{cfg.init_from[len('llama:'):]} has no tokenizer.model to read prompts with")
         data = None
     else:
         model, _, data = load_checkpoint(cfg.ckpt, device=device)
         tok = tokenizer_from(data)
-    if prompts:   # free-form prompts: no truth to check against, only completions
-        for p in prompts:
-            try:
-                tok.encode(p)
-            except ValueError as e:
-                raise BadInput(str(e)) from None
+    prompts = read_prompts(cfg, tok)
+    if prompts:   # your own prompts: no truth to check against, only completions
         longest = max(len(encode_prompt(tok, p)) for p in prompts)   # by default, as much room as is left
         new = cfg.max_new_tokens or max(1, min(128, model.cfg.block_size - longest))
-        comps = complete(model, tok, prompts, new, cfg.temperature, cfg.top_k, cfg.num_samples, seed=cfg.seed)
-        for j, c in enumerate(comps):
-            print(f"{prompts[j // cfg.num_samples]}{c}")
+        for prompt, completion in zip(prompts, complete(model, tok, prompts, new, cfg.temperature, cfg.top_k,
+                                                         seed=cfg.seed)):
+            print(prompt + completion)
         return
     if data is None:
         raise BadInput("a Llama model needs --prompt or --prompt_file")
     n = cfg.digits or data.max_digits
-    # fresh problems, none of them from an evaluation set
-    stream = ProblemStream(data.task, data.fmt, n, n, seed=10_000 + cfg.seed, exclude=eval_exclusions(data.task, n))
+    stream = ProblemStream(data.task, data.fmt, n, n, seed=10_000 + cfg.seed)   # never an evaluation problem
     try:
         problems = [stream.sample() for _ in range(cfg.num)]
     except ValueError as e:   # a format that cannot write numbers that long
         raise BadInput(str(e)) from None
-    check_room(model, tok, problems, correcting=False)
-    recs = score(model, tok, problems, temperature=cfg.temperature, num_samples=cfg.num_samples,
-                 top_k=cfg.top_k, seed=cfg.seed, progress_bar=True)
-    for j, r in enumerate(recs):
+    recs = score(model, tok, problems, temperature=cfg.temperature, top_k=cfg.top_k, seed=cfg.seed, progress_bar=True)
+    for p, r in zip(problems, recs):
         if not cfg.quiet:
-            p = problems[j // cfg.num_samples]
-            print(f"{'ok ' if r['correct'] else 'BAD'} {p.prompt}{r['completion']}   (answer {r['answer']}, truth {p.answer})")
+            verdict = "ok " if r["correct"] else "BAD"
+            print(f"{verdict} {p.prompt}{r['completion']}   (answer {r['answer']}, truth {p.answer})")
     ok, steps = sum(r["correct"] for r in recs), sum(r["verified"] for r in recs)
     print(f"{data.task} {data.fmt} {n} digits: {ok}/{len(recs)} correct ({100 * ok / len(recs):.1f}%), "
           f"{steps} with every step right")

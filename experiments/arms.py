@@ -1,11 +1,12 @@
 """
-Which kind of learner corrects smart past N? Each arm is a set of improve.py options; every arm is
-trained on one run's smart and stupid, with its own two controls (the same problems, pairs and
-steps), evaluated past N, and repeated over --seeds (improve.py's seed: its problems, attempts and
-training). The table gives mean and spread over seeds.
+Which kind of learner corrects smart past N? Each arm is improve.py's recipe with some changes
+(experiments/learners.py); every arm is trained on one run's smart and stupid, with its own two
+controls (the same problems, pairs and steps), evaluated past N, probed (experiments/probe.py), and
+repeated over --seeds (improve.py's seed: its problems, attempts and training). The table gives mean
+and spread over seeds.
 
-    python experiments/arms.py --from_dir=out                     # after the main job; out/arms/results.*
-    python experiments/arms.py --arms=rewrite,answer --seeds=3,4,5
+    python -m experiments.arms --from_dir=out                     # after the main job; out/arms/results.*
+    python -m experiments.arms --arms=rewrite,answer --seeds=3,4,5
 
 Arms:
     rewrite              the default learner: it rewrites the whole solution
@@ -18,12 +19,11 @@ Arms:
     digits_from_smart    the same, starting from smart's weights
     no_near_miss         the default learner without the near-miss pairs (smart's solution with 1-2
                          answer digits off), which teach it that smart-like answers need changing
-    onpolicy             the default learner, then 3 rounds of expert iteration on it (improve.py
-                         --rounds): it corrects fresh attempts at 1..N and trains on its verified fixes
+    onpolicy             the default learner, then 3 rounds of expert iteration on it: it corrects
+                         fresh attempts at 1..N and trains on its verified fixes
     digits_onpolicy      the same on the digits learner
-    short                stupid is a new model of smart's shape trained on 1..N-3 digits (corrupt.py
-                         --noise=short): its mistakes at the top lengths are length mistakes, like
-                         smart's past N
+    short                stupid is a new model of smart's shape trained on 1..N-3 digits: its mistakes
+                         at the top lengths are length mistakes, like smart's past N
     short_digits         the same stupid, the digits learner
     freeze_embeddings    the default learner with the token and digit-position tables frozen
     adapter              a rank-8 adapter (LoRA) on a frozen smart, writing whole solutions
@@ -34,33 +34,34 @@ import json
 import os
 import shutil
 import statistics
-import sys
 from dataclasses import asdict, dataclass
+from functools import partial
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from common import (BadInput, check_writable, load_checkpoint, markdown_table, opt, parse_config,  # noqa: E402
-                    pyplot, results_paths, run_main, script, write_results, write_text)
-from cot_data import truth                                                                       # noqa: E402
+import evaluate
+from common import BadInput, check_writable, load_checkpoint, opt, parse_config, run_main, write_text
+from cot_data import truth
+from evaluate import markdown_table, write_results
+from experiments import probe
+from experiments.learners import Arm, improve_arm, short_stupid
+from experiments.study import correct_as, pyplot, results_paths
 
 ARMS = {
-    "rewrite": {},
-    "answer": {"target": "answer"},
-    "answer_from_smart": {"target": "answer", "learner_from": "smart"},
-    "answer_low_lr": {"target": "answer", "lr": 1e-4, "min_lr": 1e-5},
-    "answer_replay": {"target": "answer", "replay": 0.5},
-    "digits": {"target": "digits"},
-    "digits_from_smart": {"target": "digits", "learner_from": "smart"},
-    "no_near_miss": {"near_miss": 0},
-    "onpolicy": {"rounds": 3},
-    "digits_onpolicy": {"target": "digits", "rounds": 3},
-    "short": {"corrupt": {"noise": "short"}},
-    "short_digits": {"target": "digits", "corrupt": {"noise": "short"}},
-    "freeze_embeddings": {"freeze": "embeddings"},
-    "adapter": {"learner_from": "smart", "freeze": "all", "adapter": 8},
-    "adapter_digits": {"target": "digits", "learner_from": "smart", "freeze": "all", "adapter": 8},
-    "adapter_digits_big": {"target": "digits", "learner_from": "smart", "freeze": "all", "adapter": 32,
-                           "lr": 5e-3, "min_lr": 5e-4},
+    "rewrite": Arm(),
+    "answer": Arm(target="answer"),
+    "answer_from_smart": Arm(target="answer", learner_from="smart"),
+    "answer_low_lr": Arm(target="answer", lr=1e-4),
+    "answer_replay": Arm(target="answer", replay=0.5),
+    "digits": Arm(target="digits"),
+    "digits_from_smart": Arm(target="digits", learner_from="smart"),
+    "no_near_miss": Arm(near_miss=0),
+    "onpolicy": Arm(rounds=3),
+    "digits_onpolicy": Arm(target="digits", rounds=3),
+    "short": Arm(short_stupid=True),
+    "short_digits": Arm(target="digits", short_stupid=True),
+    "freeze_embeddings": Arm(freeze="embeddings"),
+    "adapter": Arm(learner_from="smart", freeze="all", adapter=8),
+    "adapter_digits": Arm(target="digits", learner_from="smart", freeze="all", adapter=8),
+    "adapter_digits_big": Arm(target="digits", learner_from="smart", freeze="all", adapter=32, lr=5e-3),
 }
 MODELS = ("smart", "learner_on_smart", "expert_iteration", "learner_no_attempt")
 
@@ -82,25 +83,23 @@ class ArmsConfig:
             raise BadInput(f"--seeds={self.seeds}: use seeds like 3,4,5")
 
 
-def arm_run(cfg, arm, seed):
-    """corrupt.py (for an arm with its own stupid), improve.py (the arm's learner and its controls),
-    evaluate.py and probe.py in OUT_DIR/ARM-sSEED, each reused if done."""
-    out = os.path.join(cfg.out_dir, f"{arm}-s{seed}")
-    options = {k: v for k, v in ARMS[arm].items() if k != "corrupt"}
+def arm_run(cfg, name, seed):
+    """The arm's stupid (where it has its own), its learner and controls, evaluate.py and the probe in
+    OUT_DIR/ARM-sSEED, each reused if done."""
+    out, arm = os.path.join(cfg.out_dir, f"{name}-s{seed}"), ARMS[name]
     if not os.path.exists(os.path.join(out, "results.json")):
-        own_stupid = "corrupt" in ARMS[arm]   # an arm with its own stupid makes it from the same smart
-        for stage in ("smart",) if own_stupid else ("smart", "stupid"):
+        for stage in ("smart",) if arm.short_stupid else ("smart", "stupid"):   # its own stupid: from the same smart
             os.makedirs(os.path.join(out, stage), exist_ok=True)
             shutil.copy(os.path.join(cfg.from_dir, stage, "ckpt.pt"), os.path.join(out, stage))
-        log = script("corrupt.py", dict(out_dir=out, **ARMS[arm]["corrupt"])) if own_stupid else ""
-        log += script("improve.py", dict(out_dir=out, seed=seed, **options))
-        write_text(os.path.join(out, "log.txt"), log)   # what the stages printed (the rounds' numbers)
-        script("evaluate.py", dict(out_dir=out, extra=cfg.extra, eval_size=cfg.eval_size, plot=False))
-    probe = os.path.join(out, "probe")
-    if not os.path.exists(os.path.join(probe, "results.json")):
-        script("experiments/probe.py", dict(runs=out, out_dir=probe, extra=cfg.extra, eval_size=cfg.eval_size,
-                                            plot=False))
-    with open(os.path.join(out, "results.json")) as f, open(os.path.join(probe, "results.json")) as g:
+        log = (short_stupid(out) if arm.short_stupid else "") + improve_arm(out, arm, seed)
+        write_text(os.path.join(out, "log.txt"), log)   # what it printed (the rounds' numbers)
+        evaluate.main([f"--out_dir={out}", f"--extra={cfg.extra}", f"--eval_size={cfg.eval_size}", "--plot=0"],
+                      correct=partial(correct_as, target=arm.target))
+    path = os.path.join(out, "probe")
+    if not os.path.exists(os.path.join(path, "results.json")):
+        probe.main([f"--runs={out}", f"--out_dir={path}", f"--extra={cfg.extra}", f"--eval_size={cfg.eval_size}",
+                    "--plot=0"])
+    with open(os.path.join(out, "results.json")) as f, open(os.path.join(path, "results.json")) as g:
         return dict(json.load(f), probe=json.load(g)["runs"][out]["past_N"])
 
 
@@ -186,6 +185,7 @@ def plot(runs, N):
     axes[1].set_xticks(range(len(runs)), [f"{arm} ({len(rs)} seeds)" if len(rs) > 1 else arm
                                           for arm, rs in runs.items()], rotation=30, ha="right", fontsize=8)
     axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
     return fig
 
 
@@ -197,11 +197,11 @@ def main(argv=None):
     N, seeds = data.max_digits, [int(s) for s in cfg.seeds.split(",")]
     lengths = list(range(N + 1, N + cfg.extra + 1))
     runs = {arm: [arm_run(cfg, arm, s) for s in seeds] for arm in cfg.arms.split(",")}
-    text = (f"{data.task}, N={N}: each arm's learner handed smart's output, on the 100 evaluation problems per "
-            f"length past N; mean ± half the range over seeds {cfg.seeds} (%)\n\n{summary(runs, N, lengths)}\n")
+    text = (f"{data.task}, N={N}: each arm's learner handed smart's output, on the {cfg.eval_size} evaluation problems "
+            f"per length past N; mean ± half the range over seeds {cfg.seeds} (%)\n\n{summary(runs, N, lengths)}\n")
     slim = {arm: [{"verdict": r["verdict"], "accuracy": {m: r["models"][m]["accuracy"] for m in MODELS},
                    "probe": r["probe"]} for r in rs] for arm, rs in runs.items()}
-    write_results(cfg.out_dir, text, {"config": asdict(cfg), "arms": ARMS, "runs": slim},
+    write_results(cfg.out_dir, text, {"config": asdict(cfg), "arms": {a: asdict(ARMS[a]) for a in runs}, "runs": slim},
                   plot(runs, N) if cfg.plot else None)
 
 

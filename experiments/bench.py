@@ -5,8 +5,8 @@ one process, taking turns (ours, peer, ours, peer, ...), on the same inputs: tra
 cached generation tokens/s (a batch of prompts, every row writing --new_tokens greedy tokens).
 
     pip install transformers                   # for the benchmark only: not in requirements.txt
-    python experiments/bench.py                # the default model, 1 thread; results in docs/bench.md
-    python experiments/bench.py --threads=2 --repeats=9 --device=cuda
+    python -m experiments.bench                # the default model, 1 thread; results in docs/bench.md
+    python -m experiments.bench --threads=2 --repeats=9 --device=cuda
 
 The peer is GPT2LMHeadModel with our width, depth, heads, MLP width, vocabulary and context, exact
 GELU, no dropout and an untied output layer; our model uses learned positions as GPT-2 does. GPT-2
@@ -16,19 +16,17 @@ same function, and the run checks that their greedy generations agree before tim
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import (BadInput, Optim, collate, make_optimizer, markdown_table, opt, parse_config,  # noqa: E402
-                    pick_device, run_main)
-from cot_data import CharTokenizer, ProblemStream                                             # noqa: E402
-from model import GPT, ModelConfig, generate, left_pad                                        # noqa: E402
+from common import BadInput, Optim, opt, parse_config, pick_device, run_main
+from cot_data import CharTokenizer, ProblemStream
+from evaluate import markdown_table
+from model import GPT, ModelConfig, generate, left_pad
 
 
 @dataclass
@@ -75,6 +73,17 @@ def peer_of(ours):
         for name, p in hf.named_parameters():
             p.copy_(sd[name] if name in sd else torch.zeros_like(p))   # every bias starts at 0
     return hf.to(next(ours.parameters()).device)
+
+
+def collate(pairs, device):
+    """(prompt ids, completion ids) pairs -> x, y, one example a row, right-padded: GPT-2 takes no packed
+    rows; the loss is on the completion only (y is -1 elsewhere)."""
+    T = max(len(p) + len(c) for p, c in pairs) - 1
+    x, y = torch.zeros(len(pairs), T, dtype=torch.long), torch.full((len(pairs), T), -1, dtype=torch.long)
+    for i, (p, c) in enumerate(pairs):
+        seq = torch.tensor(p + c)
+        x[i, :len(seq) - 1], y[i, len(p) - 1:len(seq) - 1] = seq[:-1], seq[len(p):]
+    return x.to(device), y.to(device)
 
 
 def train(model, batches, optimizer, logits_of):
@@ -146,7 +155,8 @@ def bench(cfg):
     n = cfg.new_tokens
     gen_ours = lambda: generate(ours, prompts, n, pad_id=0)      # noqa: E731 (no stop id: every row writes n)
     agree = sum(a == b for a, b in zip(gen_ours(), gen_peer(peer, prompts, n)))
-    opt_ours, opt_peer = make_optimizer(ours, Optim()), make_optimizer(peer, Optim())   # the project's AdamW
+    optim = Optim(1800, 2e-3, warmup=100, weight_decay=0.1)   # train.py's AdamW
+    opt_ours, opt_peer = optim.optimizer(ours), optim.optimizer(peer)
     jobs = {"train": (lambda: train(ours, batches, opt_ours, lambda x: ours(x)[0]),
                       lambda: train(peer, batches, opt_peer, lambda x: peer(input_ids=x).logits)),
             "generate": (gen_ours, lambda: gen_peer(peer, prompts, n))}

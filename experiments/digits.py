@@ -14,18 +14,15 @@ a slip far above its chance is how the model goes wrong, not an accident of coun
 For a learner handed smart's output, a second table: does it fix smart's wrong answer, repeat it,
 or write another wrong one?
 
-    python experiments/digits.py                              # out/results.json, every model
-    python experiments/digits.py --results=out/arms/rewrite-s3/results.json --models=smart,learner_on_smart
+    python -m experiments.digits                              # out/results.json, every model
+    python -m experiments.digits --results=out/arms/rewrite-s3/results.json --models=smart,learner_on_smart
 """
 import json
-import os
-import sys
 from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from common import BadInput, markdown_table, opt, parse_config, run_main   # noqa: E402
-from cot_data import make_problem                                            # noqa: E402
+from common import BadInput, opt, parse_config, run_main
+from cot_data import make_problem
+from evaluate import markdown_table
 
 SLIPS = ("carry of a neighbour", "operand of a neighbour", "next column's digit", "previous column's digit")
 

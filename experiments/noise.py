@@ -7,19 +7,20 @@ dynamic noise (one step goes wrong and the error is carried to the answer), then
 test accuracy per digit length. Also trains the same model with and without a chain of thought
 (--fmt=answer) on multiplication.
 
-    python experiments/noise.py                 # writes out/noise/results.{json,md,png}
-    python experiments/noise.py --steps=600 --skip_existing
+    python -m experiments.noise                 # writes out/noise/results.{json,md,png}
+    python -m experiments.noise --steps=600 --skip_existing
 """
 import os
-import sys
+import random
 import time
 from dataclasses import asdict, dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from common import (BadInput, check_writable, eval_accuracy, load_checkpoint, log, markdown_table, opt,  # noqa: E402
-                    parse_config, percents, pyplot, results_paths, run_main, script, tokenizer_from, write_results)
-from cot_data import FORMATS, TASKS, check_format                                             # noqa: E402
+from common import BadInput, check_writable, eval_accuracy, load_checkpoint, opt, parse_config, percents, run_main
+from cot_data import (FORMATS, TASKS, answer_of, chain_of, check_format, dynamic_noise, static_noise, tokenizer_from,
+                      with_completion)
+from evaluate import markdown_table, write_results
+from experiments.study import pyplot, results_paths
+from train import TrainConfig, train
 
 
 @dataclass
@@ -43,6 +44,31 @@ class NoiseConfig:
             raise BadInput(str(e)) from None
 
 
+def drop_lines(p, rate, rng):
+    """Each line of the chain of thought is left out with probability `rate`."""
+    kept = [line + ";" for line in chain_of(p.completion).split(";")[:-1] if rng.random() >= rate]
+    return with_completion(p, "".join(kept) + answer_of(p.completion))
+
+
+def noise_from_spec(spec, rng=None):
+    """'none', 'static:R' (R of the CoT digits of every sample), 'lines:R' (each CoT line dropped with
+    probability R) or 'dynamic:R' (one carried error in R of the samples) -> problem -> problem, or None.
+    rng: the random.Random the noise draws from."""
+    if spec == "none":
+        return None
+    kind, _, rate = spec.partition(":")
+    try:
+        rate = float(rate)
+    except ValueError:
+        rate = -1.0
+    if kind not in ("static", "lines", "dynamic") or not 0 <= rate <= 1:
+        raise ValueError(f"bad noise {spec!r}: use none, static:R, lines:R or dynamic:R with 0 <= R <= 1")
+    rng = rng or random.Random(0)
+    if kind == "static":
+        return lambda p: static_noise(p, rate, rng)
+    return (lambda p: drop_lines(p, rate, rng)) if kind == "lines" else (lambda p: dynamic_noise(p, rng, rate))
+
+
 CONDITIONS = [("clean", "none"), ("static 30%", "static:0.3"), ("static 70%", "static:0.7"),
               ("static 90%", "static:0.9"), ("lines 30%", "lines:0.3"), ("lines 50%", "lines:0.5"),
               ("dynamic 10%", "dynamic:0.1"), ("dynamic 30%", "dynamic:0.3"), ("dynamic 50%", "dynamic:0.5")]
@@ -52,14 +78,15 @@ def run(name, cfg, task, fmt, noise):
     """Train one model (unless it exists) and measure clean accuracy per length."""
     out = os.path.join(cfg.out_dir, name.replace(" ", "_").replace("%", ""))
     ckpt_path, t0 = os.path.join(out, "smart", "ckpt.pt"), time.time()
-    if not (cfg.skip_existing and os.path.exists(ckpt_path)):
-        script("train.py", dict(out_dir=out, task=task, fmt=fmt, noise=noise, max_digits=cfg.max_digits,
-                                steps=cfg.steps, eval_every=0, eval_size=10, eval_extra=0, dim=cfg.dim,
-                                n_layers=cfg.n_layers, ffn_hidden=cfg.ffn_hidden))
+    if not (cfg.skip_existing and os.path.exists(ckpt_path)):   # train.py, its noise drawn as its seed says
+        args = dict(out_dir=out, task=task, fmt=fmt, max_digits=cfg.max_digits, steps=cfg.steps, eval_every=0,
+                    eval_extra=0, dim=cfg.dim, n_layers=cfg.n_layers, ffn_hidden=cfg.ffn_hidden)
+        tcfg = parse_config(TrainConfig, "", [f"--{k}={v}" for k, v in args.items()])
+        train(tcfg, noise_from_spec(noise, random.Random(tcfg.seed)))
     seconds = time.time() - t0
     model, _, data = load_checkpoint(ckpt_path)
     acc = eval_accuracy(model, tokenizer_from(data), data, range(1, data.max_digits + 1), cfg.eval_size)
-    log(f"{name}: {percents(acc)}")
+    print(f"{name}: {percents(acc)}")
     return {"task": task, "fmt": fmt, "noise": noise, "accuracy": acc, "mean": sum(acc.values()) / len(acc),
             "seconds": round(seconds)}
 
@@ -76,6 +103,7 @@ def plot(results):
         ax.plot([100 * x for x, _ in pts], [100 * y for _, y in pts], marker=marker, label=kind)
     ax.set(xlabel="noise rate (%)", ylabel="clean test accuracy, mean over lengths (%)", ylim=(-2, 102))
     ax.legend()
+    fig.tight_layout()
     return fig
 
 

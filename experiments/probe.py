@@ -11,19 +11,18 @@ problems smart gets wrong and on those it gets right. Smart's own accuracy is th
 The attempts past N are built from the evaluation problems' answers: this is a measurement, and
 nothing here trains on them.
 
-    python experiments/probe.py --runs=out                      # the main job's learner
-    python experiments/probe.py --runs=out,out/arms/digits-s3 --out_dir=out/probe
+    python -m experiments.probe --runs=out                      # the main job's learner
+    python -m experiments.probe --runs=out,out/arms/digits-s3 --out_dir=out/probe
 """
 import os
 import random
-import sys
 from dataclasses import asdict, dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from common import (BadInput, accuracy_by_digits, check_room, check_writable, correct, eval_problems,  # noqa: E402
-                    load_checkpoint, markdown_table, opt, parse_config, pick_device, pyplot, results_paths, run_main,
-                    score, tokenizer_from, write_results)
+from common import (DEVICE_HELP, BadInput, check_room, check_writable, load_checkpoint, opt, parse_config, pick_device,
+                    run_main, score)
+from cot_data import accuracy_by_digits, eval_problems, tokenizer_from
+from evaluate import markdown_table, write_results
+from experiments.study import correct_as, pyplot, results_paths
 
 ATTEMPTS = ("right", "slip", "smart")
 
@@ -31,13 +30,13 @@ ATTEMPTS = ("right", "slip", "smart")
 @dataclass
 class ProbeConfig:
     runs: str = opt("out", "run folders with smart/ and learner/ checkpoints, comma-separated")
-    learners: str = opt("learner", "the learner checkpoints of each run to probe, comma-separated (improve.py "
-                        "--rounds also writes learner_round0, learner_round1, ...: each round's start)")
+    learners: str = opt("learner", "the learner checkpoints of each run to probe, comma-separated (an on-policy "
+                        "arm also writes learner_round0, learner_round1, ...: each round's start)")
     out_dir: str = opt("out/probe", "where results.{md,json,png} go")
     extra: int = opt(4, "probe up to N + this many digits", lo=1)
     eval_size: int = opt(100, "problems per length", lo=1)
     seed: int = opt(0, "random seed (which digit slips)", lo=0)
-    device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    device: str = opt("auto", DEVICE_HELP)
     plot: bool = opt(True, "draw results.png (needs matplotlib)")
 
 
@@ -65,7 +64,7 @@ def probe(run, cfg, device):
     and the share of outputs that are the same as when it is handed smart's output."""
     smart, ckpt, data = load_checkpoint(os.path.join(run, "smart", "ckpt.pt"), ["smart"], device)
     tok, rng, N = tokenizer_from(data), random.Random(cfg.seed), data.max_digits
-    problems = eval_problems(data, range(1, N + cfg.extra + 1), cfg.eval_size)
+    problems = eval_problems(data.task, data.fmt, range(1, N + cfg.extra + 1), cfg.eval_size)
     check_room(smart, tok, problems)
     own = score(smart, tok, problems)
     attempts = {"right": [p.completion for p in problems], "slip": [slipped(p.completion, rng) for p in problems],
@@ -75,9 +74,10 @@ def probe(run, cfg, device):
     right = [i for i, r in enumerate(own) if r["digits"] > N and r["correct"]]
     for name in cfg.learners.split(","):
         learner, lckpt, _ = load_checkpoint(os.path.join(run, name, "ckpt.pt"), ["learner"], device, run=ckpt["run"])
-        recs = {kind: correct(learner, tok, problems, attempts[kind], lckpt["target"]) for kind in ATTEMPTS}
+        target = lckpt.get("target", "solution")   # what it writes (experiments/learners.py)
+        recs = {kind: correct_as(learner, tok, problems, attempts[kind], target) for kind in ATTEMPTS}
         for kind in ATTEMPTS:
-            acc[f"{name} ({lckpt['target']}) o {kind}"] = accuracy_by_digits(recs[kind])
+            acc[f"{name} ({target}) o {kind}"] = accuracy_by_digits(recs[kind])
             same = [dict(r, correct=r["completion"] == a) for r, a in zip(recs[kind], attempts[kind])]
             acc[f"{name} o {kind}: attempt left as it was"] = accuracy_by_digits(same)
             past[f"{name} o {kind}"] = {
@@ -127,6 +127,7 @@ def plot(results):
         ax.set(title=run, xlabel="digits", ylim=(-2, 102))
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("exact match (%)")
+    fig.tight_layout()
     return fig
 
 

@@ -12,31 +12,26 @@ ground-truth problems of 1..N digits, and tested on 1..3N. The learner itself is
 
 Reach = the longest length L with >= 90% accuracy on every length 1..L, divided by N.
 
-    python experiments/reach.py --from_dir=out              # needs out/smart and out/learner
-    python experiments/reach.py --from_dir=out/sweep/reverse-abacus-small-stupid_sample --rounds=5
+    python -m experiments.reach --from_dir=out              # needs out/smart and out/learner
+    python -m experiments.reach --from_dir=out/sweep/reverse-abacus-small-stupid_sample --rounds=5
 """
-import os
-import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch                                                                                     # noqa: E402
-
-from common import (BadInput, Optim, accuracy_by_digits, check_writable, correct, eval_problems,  # noqa: E402
-                    load_checkpoint, majority, markdown_table, opt, pair_batches, parse_config, pick_device, pyplot,
-                    reach, results_paths, run_main, score, tokenizer_from, train_loop, write_results)
-from cot_data import ProblemStream, eval_exclusions                                              # noqa: E402
+from common import (DEVICE_HELP, BadInput, Optim, check_writable, load_checkpoint, opt, pair_batches, parse_config,
+                    pick_device, run_main, score, train_loop)
+from cot_data import ProblemStream, accuracy_by_digits, eval_problems, tokenizer_from
+from evaluate import markdown_table, write_results
+from experiments.study import correct_as, pyplot, reach, results_paths
 
 
 @dataclass
-class ReachConfig(Optim):
-    steps: int = 300
-    lr: float = 5e-4
-    min_lr: float = 5e-5
-    warmup: int = 20
-    weight_decay: float = 0.0
+class ReachConfig:
+    steps: int = opt(300, "fine-tuning steps of smart per round", lo=1)
+    lr: float = opt(5e-4, "peak learning rate of that fine-tuning", gt=0)
     from_dir: str = opt("out", "the run to start from: needs FROM_DIR/smart and FROM_DIR/learner")
     out_dir: str = opt("out/reach", "where results.{md,json,png} go")
     rounds: int = opt(4, "rounds; round r labels problems of N + r digits", lo=1)
@@ -46,13 +41,20 @@ class ReachConfig(Optim):
     agree: int = opt(4, "keep a problem when at least this many of its k answers agree", lo=1)
     eval_size: int = opt(50, "test problems per length", lo=1)
     seed: int = opt(5, "random seed", lo=0)
-    device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    device: str = opt("auto", DEVICE_HELP)
     plot: bool = opt(True, "draw results.png (needs matplotlib)")
 
     def check(self):
-        self.check_optim()
         if self.agree > self.k:
             raise BadInput(f"--agree={self.agree} cannot be more than --k={self.k}")
+
+
+def majority(rows):
+    """The first of several samples that gives the most common parsed answer (None if none has an answer)."""
+    votes = Counter(r["answer"] for r in rows if r["answer"] is not None).most_common(1)
+    if not votes:
+        return None, 0
+    return next(r for r in rows if r["answer"] == votes[0][0]), votes[0][1]
 
 
 def label(smart, learner, tok, problems, cfg, target="solution"):
@@ -60,7 +62,7 @@ def label(smart, learner, tok, problems, cfg, target="solution"):
     k = cfg.k
     recs = score(smart, tok, problems, temperature=cfg.temperature, num_samples=k, seed=cfg.seed)
     if learner is not None:   # the learner rewrites (or keeps) every one of smart's samples
-        recs = correct(learner, tok, [p for p in problems for _ in range(k)], [r["completion"] for r in recs], target)
+        recs = correct_as(learner, tok, [p for p in problems for _ in range(k)], [r["completion"] for r in recs], target)
     out, right = [], 0
     for i, p in enumerate(problems):
         best, votes = majority(recs[i * k:(i + 1) * k])
@@ -74,20 +76,19 @@ def measure(smart, learner, tok, problems, target="solution"):
     recs = score(smart, tok, problems)
     acc = {"smart": accuracy_by_digits(recs)}
     if learner is not None:
-        acc["learner_on_smart"] = accuracy_by_digits(correct(learner, tok, problems, [r["completion"] for r in recs],
-                                                             target))
+        acc["learner_on_smart"] = accuracy_by_digits(correct_as(learner, tok, problems, [r["completion"] for r in recs],
+                                                                target))
     return acc
 
 
 def run_arm(arm, cfg, device):
     smart, ckpt, d = load_checkpoint(f"{cfg.from_dir}/smart/ckpt.pt", ["smart"], device)
     learner, lckpt, _ = load_checkpoint(f"{cfg.from_dir}/learner/ckpt.pt", ["learner"], device, run=ckpt["run"])
-    target = lckpt["target"]   # what the learner writes: the whole solution, the answer, or digits
+    target = lckpt.get("target", "solution")   # what the learner writes (experiments/learners.py)
     tok, N = tokenizer_from(d), d.max_digits
     labeller = learner if arm == "corrector" else None
-    tests = eval_problems(d, range(1, 3 * N + 1), cfg.eval_size)
-    exclude = eval_exclusions(d.task, 3 * N + 1)
-    truth_stream = ProblemStream(d.task, d.fmt, 1, N, seed=cfg.seed, exclude=exclude)
+    tests = eval_problems(d.task, d.fmt, range(1, 3 * N + 1), cfg.eval_size)
+    truth_stream = ProblemStream(d.task, d.fmt, 1, N, seed=cfg.seed)
     rows, labels = [], []
     acc = measure(smart, learner, tok, tests, target)
     t0 = time.time()
@@ -96,13 +97,14 @@ def run_arm(arm, cfg, device):
     for r in range(1, cfg.rounds + 1):
         torch.manual_seed(cfg.seed + r)
         n = N + r
-        new = ProblemStream(d.task, d.fmt, n, n, seed=cfg.seed + r, exclude=exclude)
+        new = ProblemStream(d.task, d.fmt, n, n, seed=cfg.seed + r)
         new_labels, right = label(smart, labeller, tok, [new.sample() for _ in range(cfg.problems)], cfg, target)
         labels += new_labels
         if labels:   # nothing agreed on yet: nothing to learn from this round
             truth = [truth_stream.sample() for _ in range(len(labels))]
             examples = labels + [(p.prompt, p.completion) for p in truth]
-            train_loop(smart, pair_batches(examples, tok, cfg, device, seed=cfg.seed + r), cfg,
+            optim = Optim(cfg.steps, cfg.lr, warmup=20)
+            train_loop(smart, pair_batches(examples, tok, optim.batch_size, device, seed=cfg.seed + r), optim,
                        desc=f"{arm} round {r}")
         acc = measure(smart, learner, tok, tests, target)
         rows.append(dict(arm=arm, round=r, digits=n, kept=len(new_labels), right=right,
@@ -147,6 +149,7 @@ def plot(rows, N):
     for ax in axes:
         ax.legend(fontsize=8)
         ax.set_xticks(sorted({r["round"] for r in rows}))
+    fig.tight_layout()
     return fig
 
 

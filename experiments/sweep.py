@@ -6,9 +6,9 @@ budget, trained on 1..N digits and tested on 1..3N. Part 2: the best cells again
 model size. Part 3: the whole experiment (corrupt -> improve -> evaluate on 1..3N) on the best
 cell, once per way of making stupid (own samples, static noise, dynamic noise).
 
-    python experiments/sweep.py                     # writes out/sweep/results.{json,md,png}
-    python experiments/sweep.py --jobs=1 --parts=1  # part 1 only, one run at a time
-    python experiments/sweep.py --parts=1 --only=reverse-abacus,steps-none --seed=2 --out_dir=out/sweep_s2
+    python -m experiments.sweep                     # writes out/sweep/results.{json,md,png}
+    python -m experiments.sweep --jobs=1 --parts=1  # part 1 only, one run at a time
+    python -m experiments.sweep --parts=1 --only=reverse-abacus,steps-none --seed=2 --out_dir=out/sweep_s2
 
 Runs go --jobs at a time, each on one CPU thread, so wall times are per thread. Finished runs
 are reused (their results.json / ckpt.pt), so an interrupted sweep picks up where it stopped.
@@ -16,17 +16,15 @@ are reused (their results.json / ckpt.pt), so an interrupted sweep picks up wher
 import json
 import os
 import shutil
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import (BadInput, accuracy_by_digits, check_writable, eval_problems, load_checkpoint,  # noqa: E402
-                    markdown_table, near_miss, opt, parse_config, pyplot, reach, results_paths, run_main, score,
-                    script, tokenizer_from, write_results)
-from cot_data import TASKS                                                                       # noqa: E402
+from common import BadInput, check_writable, load_checkpoint, opt, parse_config, run_main, score
+from cot_data import TASKS, accuracy_by_digits, eval_problems, near_miss, tokenizer_from
+from evaluate import markdown_table, write_results
+from experiments.study import pyplot, reach, results_paths, script
 
 
 @dataclass
@@ -71,11 +69,11 @@ def smart_run(cell, cfg):
             return json.load(f)
     N, t0 = cfg.max_digits, time.time()
     script("train.py", dict(out_dir=out, task=cfg.task, fmt=fmt, max_digits=N, steps=cfg.steps, eval_every=0,
-                            eval_size=10, eval_extra=0, block_size=512, seed=cfg.seed, **SIZES[size], **POSITIONS[pos]),
+                            eval_extra=0, block_size=512, seed=cfg.seed, **SIZES[size], **POSITIONS[pos]),
            threads=1)
     train_s = time.time() - t0
     model, _, data = load_checkpoint(os.path.join(out, "smart", "ckpt.pt"))
-    problems = eval_problems(data, range(1, 3 * N + 1), cfg.eval_size)
+    problems = eval_problems(data.task, data.fmt, range(1, 3 * N + 1), cfg.eval_size)
     recs = score(model, tokenizer_from(data), problems)
     acc = accuracy_by_digits(recs)
     near = [near_miss(r["answer"], p.answer) for p, r in zip(problems, recs) if N < p.digits <= N + 3 and not r["correct"]]
@@ -159,6 +157,7 @@ def plot(rows, N):
         ax.set(title=fmt, xlabel="digits")
     axes[0].set_ylabel("smart, exact match (%)")
     axes[-1].legend(fontsize=8)
+    fig.tight_layout()
     return fig
 
 

@@ -1,24 +1,23 @@
 """
-The whole experiment on every task, each with its own defaults (train.py's TASK_DEFAULTS): train,
+The whole experiment on every task, each with its own defaults (cot_data.TASKS: its N and steps): train,
 corrupt, improve and evaluate in OUT_DIR/TASK, then one table of what each task gives past N.
 
-    python experiments/tasks.py                        # all five tasks: out/tasks/results.{md,json}
-    python experiments/tasks.py --tasks=mul,gcd --threads=1
+    python -m experiments.tasks                        # every task: out/tasks/results.{md,json}
+    python -m experiments.tasks --tasks=mul --threads=1
 
 A task whose results.json exists is reused, not run again. The question it answers: is "the learner
 cannot beat smart" a property of addition, or does it hold where checking is easier than solving?
 """
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import (BadInput, check_writable, markdown_table, opt, parse_config, results_paths, run_main,  # noqa: E402
-                    script, write_text)
-from cot_data import TASKS                                                                                    # noqa: E402
+from common import BadInput, check_writable, opt, parse_config, run_main, write_text
+from cot_data import TASKS
+from evaluate import markdown_table
+from experiments.study import results_paths, script
 
 STAGES = ("train.py", "corrupt.py", "improve.py", "evaluate.py")
 MODELS = ("smart", "learner_on_smart", "expert_iteration", "learner_no_attempt")

@@ -9,7 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 # a model small enough that every stage runs in seconds on a CPU
-TINY = ["--dim=32", "--n_layers=2", "--n_heads=2", "--n_kv_heads=2", "--ffn_hidden=64"]
+TINY = ["--dim=32", "--n_layers=2", "--n_heads=2", "--ffn_hidden=64"]
 
 
 def run(*args, cwd=ROOT):
@@ -22,12 +22,12 @@ def smart_dir(tmp_path_factory):
     """out/ with a tiny smart model, trained for seconds on 1..2 digits: right on some problems."""
     out = tmp_path_factory.mktemp("out")
     r = run("train.py", f"--out_dir={out}", "--max_digits=2", "--steps=300", "--lr=3e-3", "--abacus_offset=2",
-            "--eval_every=0", "--eval_size=8", "--eval_extra=1", *TINY)
+            "--eval_every=0", "--eval_extra=1", *TINY)
     assert r.returncode == 0, r.stderr[-2000:]
     return out
 
 
-FAST_CORRUPT = ["--problems=48", "--samples=2", "--steps=6", "--eval_every=3", "--eval_size=4", "--temperature=3.0"]
+FAST_CORRUPT = ["--problems=48", "--samples=2", "--steps=6", "--temperature=3.0"]
 FAST_IMPROVE = ["--problems=48", "--steps=6", "--attempt_temperature=3.0", "--near_miss=0.5"]
 FAST_EVAL = ["--eval_size=6", "--extra=1", "--k=2", "--rounds=2"]
 

@@ -4,12 +4,9 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
-
-sys.path.insert(0, ROOT)
-from common import BadInput                                      # noqa: E402
-from experiments.bench import BenchConfig, bench, main, peer_of  # noqa: E402
-from model import GPT, ModelConfig                               # noqa: E402
+from common import BadInput
+from experiments.bench import BenchConfig, bench, main, peer_of
+from model import GPT, ModelConfig
 
 TINY = ["--dim=32", "--n_layers=2", "--n_heads=2", "--ffn_hidden=64", "--repeats=1", "--batch_size=6",
         "--train_steps=2", "--new_tokens=9"]

@@ -63,7 +63,7 @@ def test_train_writes_checkpoint_and_resumes(smart_dir, tmp_path):
     import shutil
     shutil.copytree(smart_dir, tmp_path / "out")
     r = run("train.py", f"--out_dir={tmp_path}/out", "--resume", "--steps=310", "--eval_every=0",
-            "--eval_size=4", "--eval_extra=0", *TINY)
+            "--eval_extra=0", *TINY)
     assert r.returncode == 0, r.stderr[-2000:]
     assert torch.load(f"{tmp_path}/out/smart/ckpt.pt", weights_only=False)["step"] == 310
 
@@ -72,7 +72,7 @@ def test_same_seed_same_numbers(tmp_path):
     outs = []
     for d in ("a", "b"):
         r = run("train.py", f"--out_dir={tmp_path}/{d}", "--max_digits=2", "--steps=15", "--eval_every=0",
-                "--eval_size=4", "--eval_extra=0", *TINY)
+                "--eval_extra=0", *TINY)
         assert r.returncode == 0, r.stderr[-2000:]
         outs.append(torch.load(f"{tmp_path}/{d}/smart/ckpt.pt", weights_only=False)["model"])
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
@@ -87,22 +87,20 @@ def test_sample_prompt_too_long(smart_dir):
 
 def test_ctrl_c_keeps_the_last_checkpoint_and_resume_reproduces_the_run(tmp_path, monkeypatch, capsys):
     """Stopped by Ctrl-C at step 15, a run keeps its step-10 checkpoint; resumed, it ends with exactly
-    the weights of a run that was never stopped (noise included: its random state is saved too)."""
+    the weights of a run that was never stopped (the random state of the data and the model is saved too)."""
     import train
     from common import run_main
-    args = [*TINY, "--max_digits=2", "--steps=20", "--eval_every=10", "--eval_size=2", "--eval_extra=0",
-            "--noise=dynamic:0.3"]
+    args = [*TINY, "--max_digits=2", "--steps=20", "--eval_every=10", "--eval_extra=0"]
     run_main(train.main, [f"--out_dir={tmp_path}/a", *args])
-    stream_batches = train.stream_batches
+    train_loop = train.train_loop
 
-    def interrupted_at_15(*a, **kw):
-        get_batch = stream_batches(*a, **kw)
+    def interrupted_at_15(model, get_batch, *a, **kw):
         def batch(step):
             if step == 15:
                 raise KeyboardInterrupt
             return get_batch(step)
-        return batch
-    monkeypatch.setattr(train, "stream_batches", interrupted_at_15)
+        return train_loop(model, batch, *a, **kw)
+    monkeypatch.setattr(train, "train_loop", interrupted_at_15)
     with pytest.raises(SystemExit) as e:
         run_main(train.main, [f"--out_dir={tmp_path}/b", *args])
     assert e.value.code == 130

@@ -2,17 +2,15 @@ import random
 
 import pytest
 
-from cot_data import (TASKS, CharTokenizer, ProblemStream, check, check_chain, check_format, drop_lines,
-                      dynamic_noise, eval_exclusions, eval_operands, eval_set, formats_of, make_problem,
-                      parse_answer, random_operands, static_noise, truth)
+from cot_data import (TASKS, CharTokenizer, ProblemStream, check, check_chain, check_format, dynamic_noise,
+                      eval_exclusions, eval_operands, eval_set, formats_of, make_problem, parse_answer,
+                      random_operands, static_noise, truth)
 
 TASK_FORMATS = [(task, fmt) for task in TASKS for fmt in formats_of(task)]
 
 
 def python_truth(task, ops):
-    import math
-    return {"add": lambda: ops[0] + ops[1], "mul": lambda: ops[0] * ops[1], "gcd": lambda: math.gcd(*ops),
-            "sort": lambda: sorted(ops), "median": lambda: sorted(ops)[len(ops) // 2]}[task]()
+    return {"add": lambda: ops[0] + ops[1], "mul": lambda: ops[0] * ops[1]}[task]()
 
 
 @pytest.mark.parametrize("task,fmt", TASK_FORMATS)
@@ -23,23 +21,19 @@ def test_generated_cot_is_accepted_and_agrees_with_python(task, fmt):
             ops = random_operands(task, n, rng)
             p = make_problem(task, ops, fmt, n)
             answer, ok = check(task, fmt, ops, p.completion)
-            assert ok, (p.text, answer)
-            want = python_truth(task, ops)
-            got = [int(x) for x in answer.split(",")] if task == "sort" else int(answer)
-            assert got == want
+            assert ok, (p.prompt + p.completion, answer)
+            assert int(answer) == python_truth(task, ops)
             assert p.completion.endswith("$") and p.completion.count("#") == 1
             assert len(str(max(ops))) <= n
             assert check_chain(task, fmt, ops, p.completion)
 
 
-def test_column_formats_only_for_tasks_with_columns():
-    assert len(TASK_FORMATS) == 2 * 6 + 3 * 4
-    for task in ("sort", "median", "gcd"):
-        for fmt in ("steps", "compact"):
-            with pytest.raises(ValueError, match=f"{task} has no {fmt} format"):
-                make_problem(task, random_operands(task, 3, random.Random(0)), fmt)
+def test_unknown_tasks_and_formats_are_refused():
+    assert len(TASK_FORMATS) == 2 * 6    # add and mul have columns: every format
     with pytest.raises(ValueError, match="no bogus format"):
         check_format("add", "bogus")
+    with pytest.raises(ValueError, match="unknown task 'gcd'"):
+        make_problem("gcd", [12, 18])
 
 
 @pytest.mark.parametrize("task,fmt", TASK_FORMATS)
@@ -101,7 +95,7 @@ def test_checker_reads_only_the_final_answer():
     # one that writes the right number earlier but a wrong final answer is wrong
     assert check("add", "plain", [45, 67], "garbage;#112$")[1]
     assert not check("add", "plain", [45, 67], "#112;#113$")[1]
-    assert parse_answer("add", "reverse", "0;#211$") == "112"
+    assert parse_answer("reverse", "0;#211$") == "112"
     assert p.answer == truth("add", [45, 67]) == "112"
 
 
@@ -127,15 +121,6 @@ def test_static_noise_changes_cot_digits_at_the_rate_and_keeps_the_answer():
     assert static_noise(p, 0.0, rng).completion == p.completion
 
 
-def test_drop_lines_keeps_the_answer_and_drops_lines():
-    rng = random.Random(3)
-    p = make_problem("gcd", [987654, 123456], "plain")
-    lines = p.completion.count(";")
-    dropped = [drop_lines(p, 0.5, rng) for _ in range(50)]
-    assert all(check("gcd", "plain", p.operands, q.completion)[1] for q in dropped)
-    assert 0.3 * lines < sum(q.completion.count(";") for q in dropped) / 50 < 0.7 * lines
-
-
 def _carry_row_errors(prompt, completion):
     """For reverse addition: (columns where the carry row breaks the carry rule,
     columns where the answer row disagrees with the operands and the carry row)."""
@@ -155,7 +140,7 @@ def test_dynamic_noise_makes_one_error_and_carries_it_through():
         rule, sums = _carry_row_errors(q.prompt, q.completion)
         assert len(rule) == 1 and sums == []    # one wrong carry; every later digit follows from it
         assert dynamic_noise(p, rng, rate=0.0) is p
-    for task in ("mul", "sort"):   # there too, a dynamic error reaches the final answer
+    for task in ("mul",):   # there too, a dynamic error reaches the final answer
         for _ in range(30):
             p = make_problem(task, random_operands(task, 5, rng), "plain", 5)
             assert not check(task, "plain", p.operands, dynamic_noise(p, rng).completion)[1]
@@ -165,7 +150,8 @@ def test_tokenizer_round_trip_and_unknown_characters():
     tok = CharTokenizer()
     rng = random.Random(5)
     for task in TASKS:
-        t = make_problem(task, random_operands(task, 5, rng), "reverse").text
+        p = make_problem(task, random_operands(task, 5, rng), "reverse")
+        t = p.prompt + p.completion
         assert tok.decode(tok.encode(t)) == t
     assert [tok.encode(str(d))[0] - tok.digit_lo for d in range(10)] == list(range(10))
     with pytest.raises(ValueError, match="outside the vocabulary"):
@@ -178,8 +164,8 @@ def test_eval_sets_are_fixed_and_never_trained_on():
     assert a == eval_operands("add", 3, 50) and len({tuple(x) for x in a}) == 50
     assert eval_operands("add", 3, 50, seed=1) != a
     assert len(eval_operands("add", 1, 200)) == 20      # at most a fifth of the 100 one-digit sums
-    excl = eval_exclusions("add", 2, 200)
-    stream = ProblemStream("add", "reverse", 1, 2, seed=0, exclude=excl)
+    excl = eval_exclusions("add", 2)
+    stream = ProblemStream("add", "reverse", 1, 2, seed=0)
     seen = {tuple(stream.sample().operands) for _ in range(5000)}
     assert not seen & excl
     assert len(seen) > 1000
@@ -226,18 +212,3 @@ def test_mistake_kinds_on_every_task_and_format(task, fmt):
         # ...and with a wrong answer it is a chain-of-thought mistake
         assert "cot_wrong" in mistake_kinds(task, fmt, p.operands, broken + "#" + longer + "$")
     assert mistake_kinds(task, fmt, p.operands, cot + "$") == {"answer_wrong", "no_answer"}
-
-
-def test_gcd_answers_are_not_mostly_one():
-    """Drawn independently, most pairs have gcd 1 and answering '1' would score well; drawn with a
-    common factor first, no answer is common (chance_accuracy is what always giving the commonest scores)."""
-    from collections import Counter
-    from common import chance_accuracy
-    for n in range(2, 13):
-        ops = eval_operands("gcd", n, 200)
-        counts = Counter(truth("gcd", o) for o in ops)
-        assert counts["1"] <= 0.1 * len(ops) and counts.most_common(1)[0][1] <= 0.1 * len(ops), (n, counts.most_common(3))
-        assert all(len(str(x)) == n for o in ops for x in o)
-    probs = eval_set("gcd", 3, size=50) + eval_set("add", 1, size=50)
-    assert chance_accuracy(probs) == {"1": max(Counter(p.answer for p in probs if p.digits == 1).values()) / 20,
-                                      "3": max(Counter(p.answer for p in probs if p.digits == 3).values()) / 50}

@@ -1,19 +1,18 @@
-"""The studies: the format x position sweep and the reach of self-labelling vs the learner."""
+"""The studies: the format x position sweep, the reach of self-labelling vs the learner, the tasks,
+the digit study, the arms' tables and plots."""
 import json
-import sys
 from dataclasses import replace
 
 import pytest
 import torch
 
-from conftest import ROOT, run
-from common import load_checkpoint, near_miss, reach, score, tokenizer_from
-
-sys.path.insert(0, ROOT)
-from experiments.reach import ReachConfig, label           # noqa: E402
-from experiments.sweep import SweepConfig, smart_run       # noqa: E402
-from experiments.digits import handed, study              # noqa: E402
-from cot_data import ProblemStream                         # noqa: E402
+from common import load_checkpoint, score
+from conftest import run
+from cot_data import ProblemStream, near_miss, tokenizer_from
+from experiments.digits import handed, study
+from experiments.reach import ReachConfig, label
+from experiments.study import reach
+from experiments.sweep import SweepConfig, smart_run
 
 
 def test_reach_is_the_first_length_below_90_percent_over_N():
@@ -25,6 +24,7 @@ def test_reach_is_the_first_length_below_90_percent_over_N():
 def test_near_miss_counts_wrong_digits_of_same_length_answers():
     assert near_miss("12345", "12045") and near_miss("12345", "10305")
     assert not near_miss("12345", "10300") and not near_miss("1234", "12345") and not near_miss(None, "1")
+    assert not near_miss("12345", "12345")   # the right answer is not a near miss
 
 
 def test_one_sweep_cell_reports_every_length_to_3N(tmp_path):
@@ -52,7 +52,7 @@ def test_agreeing_samples_are_kept_and_labels_come_from_the_model(smart_dir):
 
 
 def test_reach_script_runs_both_arms(pipeline, tmp_path):
-    r = run("experiments/reach.py", f"--from_dir={pipeline}", f"--out_dir={tmp_path}", "--rounds=1", "--problems=8",
+    r = run("-m", "experiments.reach", f"--from_dir={pipeline}", f"--out_dir={tmp_path}", "--rounds=1", "--problems=8",
             "--k=2", "--agree=2", "--steps=3", "--eval_size=3", "--plot=0")
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
@@ -62,9 +62,9 @@ def test_reach_script_runs_both_arms(pipeline, tmp_path):
 
 
 def test_reach_script_refuses_bad_input(tmp_path):
-    r = run("experiments/reach.py", f"--from_dir={tmp_path}", f"--out_dir={tmp_path}/o")
+    r = run("-m", "experiments.reach", f"--from_dir={tmp_path}", f"--out_dir={tmp_path}/o")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    r = run("experiments/reach.py", "--k=2", "--agree=3")
+    r = run("-m", "experiments.reach", "--k=2", "--agree=3")
     assert r.returncode == 2 and "agree" in r.stderr
 
 
@@ -81,7 +81,7 @@ def test_reach_plot_draws_every_arm():
 
 
 def test_sweep_refuses_an_unknown_cell(tmp_path):
-    r = run("experiments/sweep.py", "--only=reverse-nope", f"--out_dir={tmp_path}")
+    r = run("-m", "experiments.sweep", "--only=reverse-nope", f"--out_dir={tmp_path}")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "no such cell" in r.stderr
 
 
@@ -110,13 +110,13 @@ def test_tasks_study_tables_a_finished_run(pipeline, tmp_path):
     (tmp_path / "add").mkdir()
     shutil.copy(pipeline / "results.json", tmp_path / "add" / "results.json")
     (tmp_path / "add" / "seconds.json").write_text(json.dumps({"train": 1, "corrupt": 2, "improve": 3, "evaluate": 4}))
-    r = run("experiments/tasks.py", f"--out_dir={tmp_path}", "--tasks=add")
+    r = run("-m", "experiments.tasks", f"--out_dir={tmp_path}", "--tasks=add")
     assert r.returncode == 0, r.stderr[-2000:]
     table = (tmp_path / "results.md").read_text()
     assert "| add (reverse) | 2 |" in table and "1 + 2 + 3 + 4 = 10" in table
     d = json.load(open(tmp_path / "results.json"))["tasks"]["add"]
     assert set(d["accuracy"]["smart"]) == {"1", "2", "3"} and d["verdict"]["smart_wrong_past_N"] >= 0
-    assert "no task 'div'" in run("experiments/tasks.py", f"--out_dir={tmp_path}", "--tasks=add,div").stderr
+    assert "no task 'div'" in run("-m", "experiments.tasks", f"--out_dir={tmp_path}", "--tasks=add,div").stderr
 
 
 def test_digit_study_names_the_slip_of_each_wrong_digit():

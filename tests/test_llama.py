@@ -302,7 +302,7 @@ def test_llama_as_the_smart_model_through_the_scripts(tmp_path):
     from conftest import run
     meta = os.path.abspath(os.path.join(SHARED, "meta"))
     r = run("train.py", f"--init_from=llama:{meta}", f"--out_dir={tmp_path}", "--steps=2", "--max_digits=2",
-            "--eval_every=0", "--eval_size=2", "--eval_extra=0")
+            "--eval_every=0", "--eval_extra=0")
     assert r.returncode == 0, r.stderr[-2000:]
     ckpt = torch.load(tmp_path / "smart" / "ckpt.pt", weights_only=False)
     assert ckpt["data_cfg"]["tokenizer"]["kind"] == "llama" and ckpt["model_cfg"]["pos"] == "rope"

@@ -4,9 +4,9 @@ import random
 import pytest
 import torch
 
-from cot_data import CharTokenizer, make_problem, random_operands
-from common import CheckpointError, DataConfig, collate, load_checkpoint, make_batch, pack, save_checkpoint
-from model import GPT, KVCache, ModelConfig, digit_indices, generate
+from common import BadInput, load_checkpoint, save_checkpoint
+from cot_data import CharTokenizer, DataConfig, make_problem, random_operands
+from model import GPT, KVCache, ModelConfig, digit_indices, generate, pack
 
 
 def tiny(pos="abacus", **kw):
@@ -94,21 +94,21 @@ def test_checkpoint_round_trip(tmp_path):
     m = tiny("rope")
     path = str(tmp_path / "smart" / "ckpt.pt")
     data = DataConfig("add", "reverse", 3, CharTokenizer().config())
-    save_checkpoint(path, m, "smart", 7, data, "run1", optimizer=torch.optim.AdamW(m.parameters()))
+    save_checkpoint(path, m, "smart", 7, data, "run1", optimizer=torch.optim.AdamW(m.parameters()).state_dict())
     assert os.listdir(tmp_path / "smart") == ["ckpt.pt"]          # no temp file left behind
     m2, ckpt, data2 = load_checkpoint(path, stages=["smart"], run="run1")
     x = torch.randint(1, 40, (2, 9))
     assert torch.equal(m(x)[0], m2(x)[0])
     assert ckpt["step"] == 7 and ckpt["stage"] == "smart" and "optimizer" in ckpt and ckpt["data_cfg"]["task"] == "add"
     assert data2 == data and ckpt["run"] == "run1"
-    with pytest.raises(CheckpointError, match="stage 'smart'"):
+    with pytest.raises(BadInput, match="stage 'smart'"):
         load_checkpoint(path, stages=["stupid"])
-    with pytest.raises(CheckpointError, match="another run"):
+    with pytest.raises(BadInput, match="another run"):
         load_checkpoint(path, run="run2")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(BadInput, match="not a readable"):
         load_checkpoint(str(tmp_path / "bad.pt"))
-    with pytest.raises(CheckpointError, match="no checkpoint"):
+    with pytest.raises(BadInput, match="no checkpoint"):
         load_checkpoint(str(tmp_path / "missing.pt"))
 
 
@@ -138,7 +138,7 @@ def test_a_runaway_digit_run_in_the_output_is_not_an_error():
 def test_the_learner_can_read_a_runaway_attempt():
     # such attempts (smart's, past N) once crashed evaluation: handed to the learner they are cut
     from cot_data import correction_prompt
-    from common import correct
+    from evaluate import correct
     assert correction_prompt("1+2=", "3" * 12 + "#3$", max_run=5) == "1+2=" + "3" * 5 + "#3>"
     assert correction_prompt("1+2=", "3" * 12 + "#3$") == "1+2=" + "3" * 12 + "#3>"
     m = tiny("abacus", max_digit_index=8)
@@ -152,7 +152,7 @@ def test_tiny_model_overfits_a_handful_of_problems():
     tok = CharTokenizer()
     rng = random.Random(0)
     probs = [make_problem("add", random_operands("add", 3, rng), "reverse", 3) for _ in range(8)]
-    x, y = collate([(tok.encode(p.prompt), tok.encode(p.completion)) for p in probs], "cpu")
+    x, y = padded([(tok.encode(p.prompt), tok.encode(p.completion)) for p in probs])[:2]
     m = tiny(abacus_offset=0)
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     for _ in range(300):
@@ -165,10 +165,20 @@ def test_tiny_model_overfits_a_handful_of_problems():
     assert [tok.decode(o) for o in out] == [p.completion for p in probs]
 
 
-def test_collate_masks_the_prompt():
-    x, y = collate([([1, 2, 3], [4, 5]), ([1], [6, 7, 8])], "cpu")
-    assert x.tolist() == [[1, 2, 3, 4], [1, 6, 7, 0]]
-    assert y.tolist() == [[-1, -1, 4, 5], [6, 7, 8, -1]]
+def padded(pairs):
+    """The batch a packed batch must equal: one example a row, right-padded, the loss on the completion,
+    positions from 0 and the causal mask (None)."""
+    T = max(len(p) + len(c) for p, c in pairs) - 1
+    x, y = torch.zeros(len(pairs), T, dtype=torch.long), torch.full((len(pairs), T), -1, dtype=torch.long)
+    for i, (p, c) in enumerate(pairs):
+        x[i, :len(p) + len(c) - 1], y[i, len(p) - 1:len(p) + len(c) - 1] = torch.tensor(p + c)[:-1], torch.tensor(c)
+    return x, y, None, None
+
+
+def test_a_packed_batch_puts_the_loss_on_completions_only():
+    x, y, positions, mask = pack([([1, 2, 3], [4, 5]), ([1], [6, 7, 8])], "cpu")
+    assert {tuple(r) for r in x.tolist()} == {(1, 2, 3, 4), (1, 6, 7, 0)}   # too long to share a row
+    assert {tuple(r) for r in y.tolist()} == {(-1, -1, 4, 5), (6, 7, 8, -1)}
 
 
 def test_packed_batches_give_the_padded_batch_loss_and_gradient():
@@ -176,13 +186,13 @@ def test_packed_batches_give_the_padded_batch_loss_and_gradient():
     tok, rng = CharTokenizer(), random.Random(0)
     pairs = [(tok.encode(p.prompt), tok.encode(p.completion)) for p in
              (make_problem("add", random_operands("add", rng.randint(1, 6), rng), "reverse") for _ in range(13))]
-    padded, packed = make_batch(pairs, "cpu", False), make_batch(pairs, "cpu", True)
-    assert packed[0].numel() < padded[0].numel()                          # fewer positions to compute
-    assert int((packed[1] >= 0).sum()) == int((padded[1] >= 0).sum())    # the same loss tokens
+    pad, packed = padded(pairs), pack(pairs, "cpu")
+    assert packed[0].numel() < pad[0].numel()                          # fewer positions to compute
+    assert int((packed[1] >= 0).sum()) == int((pad[1] >= 0).sum())    # the same loss tokens
     for pos in ("abacus", "learned", "rope"):
         m = tiny(pos, abacus_offset=0)
         losses, grads = [], []
-        for x, y, positions, mask in (padded, packed):
+        for x, y, positions, mask in (pad, packed):
             m.zero_grad()
             _, loss = m(x, y, positions=positions, mask=mask)
             loss.backward()

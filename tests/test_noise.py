@@ -1,13 +1,13 @@
-"""Noisy training traces (cot_data.noise_from_spec, train.py --noise) and the noise study script."""
+"""Noisy training traces (cot_data's injectors, experiments/noise.py's specs) and the noise study."""
 import json
 import random
 
 import pytest
 
 from conftest import run
-from cot_data import (TASKS, answer_of, chain_of, check, drop_lines, dynamic_noise, formats_of, make_problem,
-                      noise_from_spec, random_operands, static_noise)
-from test_cli import one_line_error
+from cot_data import (TASKS, answer_of, chain_of, check, dynamic_noise, formats_of, make_problem, random_operands,
+                      static_noise)
+from experiments.noise import drop_lines, noise_from_spec
 
 
 def problems(n=50, fmt="plain"):
@@ -37,12 +37,17 @@ def test_bad_noise_spec(spec):
         noise_from_spec(spec)
 
 
-def test_train_rejects_bad_noise(tmp_path):
-    assert "bad noise" in one_line_error(run("train.py", f"--out_dir={tmp_path}", "--noise=loud"))
+def test_drop_lines_keeps_the_answer_and_drops_lines():
+    rng = random.Random(3)
+    p = make_problem("add", [98765432, 12345678], "plain")
+    lines = p.completion.count(";")
+    dropped = [drop_lines(p, 0.5, rng) for _ in range(50)]
+    assert all(check("add", "plain", p.operands, q.completion)[1] for q in dropped)
+    assert 0.3 * lines < sum(q.completion.count(";") for q in dropped) / 50 < 0.7 * lines
 
 
 def test_noise_study_runs_end_to_end(tmp_path):
-    r = run("experiments/noise.py", f"--out_dir={tmp_path}", "--steps=3", "--max_digits=1", "--eval_size=4",
+    r = run("-m", "experiments.noise", f"--out_dir={tmp_path}", "--steps=3", "--max_digits=1", "--eval_size=4",
             "--dim=16", "--n_layers=1", "--ffn_hidden=32", "--plot=0")
     assert r.returncode == 0, r.stderr[-2000:]
     d = json.load(open(tmp_path / "results.json"))["results"]
@@ -75,11 +80,15 @@ def test_each_injector_changes_what_it_claims_on_every_task(task, fmt):
         assert d.completion == answer_of(p.completion) and check(task, fmt, d.operands, d.completion)[1]
 
 
-def test_dynamic_noise_leaves_alone_only_what_cannot_go_wrong():
-    assert dynamic_noise(make_problem("gcd", [7, 1], "reverse"), random.Random(0)).completion == \
-        make_problem("gcd", [7, 1], "reverse").completion           # 7 % 1 = 0: no step can go wrong
-    p = make_problem("median", [3, 3, 3, 3, 3], "reverse")
+def test_dynamic_noise_leaves_alone_only_what_cannot_go_wrong(monkeypatch):
+    """A task where no step can go wrong (here: one whose every fault still gives the right answer)
+    comes back as it was, after a few tries per step."""
+    from cot_data import TASKS, Task
+    t = TASKS["add"]
+    always_right = Task(t.operands, t.prompt, lambda ops, fmt, fault=None, rng=None: t.solve(ops, fmt), t.truth, t.space,
+                        t.max_digits, t.steps)
+    monkeypatch.setitem(TASKS, "stubborn", always_right)
+    p = make_problem("stubborn", [12, 34], "reverse")
     assert dynamic_noise(p, random.Random(0)) is p
-    p = make_problem("median", [4, 1, 4, 8, 5], "reverse")          # only the last pick can change it
-    assert all(not check("median", "reverse", p.operands, dynamic_noise(p, random.Random(s)).completion)[1]
-               for s in range(20))
+    p = make_problem("add", [12, 34], "reverse")
+    assert all(not check("add", "reverse", p.operands, dynamic_noise(p, random.Random(s)).completion)[1] for s in range(20))

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import FAST_IMPROVE, run
+from conftest import run
 from cot_data import check, eval_exclusions
 from improve import training_examples
 from test_cli import one_line_error
@@ -44,7 +44,6 @@ def test_attempt_slot_is_used():
     assert with_attempt[1] == ("21+43=000;#640>", "$")          # a right attempt: keep it
     assert with_attempt[2] == ("21+43=00;#64>", p.completion)   # the right answer, a wrong chain: not kept
     assert without == [(p.prompt, p.completion)] * 3
-    assert training_examples([(p, "00;#64$", p.completion)], keep=False)[0][0][1] == p.completion
 
 
 def test_results_json_rescores(pipeline):
@@ -70,6 +69,12 @@ def test_results_json_rescores(pipeline):
     assert anatomy["wrong"] == len(wrong) and "Why the answers past 2 digits are wrong" in table
     if wrong:
         assert anatomy["cot_wrong"] + anatomy["answer_wrong"] == pytest.approx(1.0)
+    # chance: what always giving each length's commonest answer would score
+    from collections import Counter
+    from cot_data import eval_set
+    for n in (1, 2, 3):
+        answers = Counter(p.answer for p in eval_set("add", n, "reverse", 6))
+        assert d["chance"][str(n)] == max(answers.values()) / sum(answers.values())
 
 
 def test_stages_refuse_bad_checkpoints(smart_dir, tmp_path):
@@ -103,29 +108,23 @@ class AlwaysKeep(torch.nn.Module):
 
 def test_keep_leaves_the_attempt_as_it_is():
     from cot_data import CharTokenizer, make_problem
-    from common import correct
+    from evaluate import correct
     p = make_problem("add", [12, 34], "reverse")
     recs = correct(AlwaysKeep(), CharTokenizer(), [p, p], ["00;#64$", "00;#65$"])
     assert recs[0]["kept"] and recs[0]["correct"] and recs[0]["completion"] == "00;#64$"
     assert recs[1]["kept"] and not recs[1]["correct"] and recs[1]["answer"] == "56"
 
 
-def test_self_pairs_train_again_on_the_learners_own_mistakes(pipeline, tmp_path):
-    for stage in ("smart", "stupid"):
-        shutil.copytree(pipeline / stage, tmp_path / stage)
-    r = run("improve.py", f"--out_dir={tmp_path}", *FAST_IMPROVE, "--self_pairs", "--self_steps=3", "--controls=0")
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "self pairs: the learner was wrong on" in r.stdout
-    assert (tmp_path / "learner" / "ckpt.pt").exists() and not (tmp_path / "expert_iteration").exists()
 
 
 def test_finetune_returns_a_copy_that_depends_on_its_seed_alone(smart_dir):
-    from common import Optim, finetune, load_checkpoint, tokenizer_from
-    from cot_data import eval_set
+    from common import Optim, load_checkpoint
+    from cot_data import eval_set, tokenizer_from
+    from improve import finetune
     model, _, data = load_checkpoint(f"{smart_dir}/smart/ckpt.pt")
     tok, before = tokenizer_from(data), {k: v.clone() for k, v in model.state_dict().items()}
     examples = [(p.prompt, p.completion) for p in eval_set("add", 2, "reverse", 10)]
-    cfg = Optim(steps=3, batch_size=4, warmup=1)
+    cfg = Optim(steps=3, lr=1e-3, batch_size=4, warmup=1)
     a = finetune(model, examples, cfg, tok, "cpu", "a", seed=1)
     torch.rand(1000)                       # other work in between draws random numbers
     b = finetune(model, examples, cfg, tok, "cpu", "b", seed=1)
@@ -133,47 +132,3 @@ def test_finetune_returns_a_copy_that_depends_on_its_seed_alone(smart_dir):
     same = lambda m1, m2: all(torch.equal(x, y) for x, y in zip(m1.state_dict().values(), m2.state_dict().values()))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())    # the model given is untouched
     assert same(a, b) and not same(a, model) and not same(a, c)
-
-
-class WritesAnswer(AlwaysKeep):
-    """A learner that always writes the answer '#64$' and nothing else."""
-
-    def forward(self, idx, targets=None, positions=None, mask=None, cache=None, digit_index=None):
-        from cot_data import CharTokenizer
-        tok = CharTokenizer()
-        if cache is not None:
-            cache.advance(idx.shape[1])
-        written = (cache.pos - self.prompt_len) if cache is not None else 0
-        nxt = tok.encode("#64$")[min(max(written, 0), 3)]
-        return torch.nn.functional.one_hot(torch.full_like(idx, nxt), self.cfg.vocab_size).float(), None
-
-
-def test_an_answer_only_learner_keeps_the_attempts_chain_of_thought():
-    from cot_data import CharTokenizer, make_problem
-    from common import correct
-    p = make_problem("add", [12, 34], "reverse")          # 21+43=00;#64$
-    learner = WritesAnswer()
-    learner.prompt_len = len("21+43=11;#99>")
-    recs = correct(learner, CharTokenizer(), [p], ["11;#99$"], target="answer")
-    assert recs[0]["completion"] == "11;#64$" and recs[0]["correct"] and not recs[0].get("kept")
-    # the same learner taken as writing whole solutions: '#64$' alone has no chain of thought
-    recs = correct(learner, CharTokenizer(), [p], ["11;#99$"])
-    assert recs[0]["completion"] == "#64$"
-
-
-def test_answer_only_targets():
-    from cot_data import make_problem
-    p = make_problem("add", [12, 34], "reverse")
-    ex, _ = training_examples([(p, "00;#999$", p.completion), (p, "000;#640$", p.completion)], target="answer")
-    assert ex == [("21+43=00;#999>", "#640$"), ("21+43=000;#640>", "$")]    # the answer part of 000;#640$
-
-
-def test_a_digits_learner_edits_the_attempts_answer_in_place():
-    from cot_data import CharTokenizer, make_problem
-    from common import correct, overwrite
-    assert overwrite("#12345$", "#1294567777$") == "#12945$" and overwrite("#12345$", "#99$") == "#99345$"
-    p = make_problem("add", [12, 34], "reverse")          # 21+43=000;#640$
-    learner = WritesAnswer()                              # writes '#64$' over the attempt's '#990$'
-    learner.prompt_len = len("21+43=000;#990>")
-    recs = correct(learner, CharTokenizer(), [p], ["000;#990$"], target="digits")
-    assert recs[0]["completion"] == "000;#640$" and recs[0]["correct"]
