@@ -113,7 +113,7 @@ TASKS = {
     "mul": Task(operands=lambda n, rng: [random_operand(n, rng), rng.randrange(2, 10)],   # n digits x one digit
                 prompt=lambda f: f"{f[0]}*{f[1]}=", truth=lambda ops: str(ops[0] * ops[1]),
                 solve=lambda ops, fmt, fault=None, rng=None: solve_carry(ops, fmt, fault, rng, mul=True),
-                space=lambda n: numbers(n) * 8, max_digits=6, steps=3000, columns=True),
+                space=lambda n: numbers(n) * 8, max_digits=6, steps=4500, columns=True),
 }
 
 

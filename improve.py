@@ -44,6 +44,9 @@ class ImproveConfig:
     seed: int = opt(3, "random seed", lo=0)
     device: str = opt("auto", DEVICE_HELP)
 
+    def optim(self):
+        return Optim(self.steps, self.lr, warmup=50)
+
 
 def correction_pairs(smart, stupid, tok, problems, cfg, rng):
     """-> (problem, attempt, solution) triples: every wrong attempt of stupid's, near misses, and keep_right
@@ -98,15 +101,9 @@ def controls(smart, stupid, tok, pairs, plain, optim, cfg, device):
             "learner_no_attempt": finetune(stupid, plain, optim, tok, device, "learner_no_attempt", cfg.seed)}
 
 
-def main(argv=None):
-    cfg = parse_config(ImproveConfig, __doc__, argv)
-    device, out = pick_device(cfg.device), cfg.out_dir
-    check_writable(f"{out}/learner/pairs.jsonl", *(f"{out}/{m}/ckpt.pt" for m in ("learner",) + CONTROLS))
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
-    smart, ckpt, data = load_checkpoint(f"{out}/smart/ckpt.pt", ["smart"], device)
-    stupid, _, _ = load_checkpoint(f"{out}/stupid/ckpt.pt", ["stupid"], device, run=ckpt["run"])
-    tok, t0 = tokenizer_from(data), time.time()
+def learner(smart, stupid, tok, data, cfg, device, rng):
+    """The correction pairs of cfg.problems fresh training problems, and the learner trained on them
+    with plain examples replayed. -> (learner, pairs, plain examples, the learner's examples)"""
     stream = ProblemStream(data.task, data.fmt, 1, data.max_digits, seed=cfg.seed)
     pairs, line = correction_pairs(smart, stupid, tok, [stream.sample() for _ in range(cfg.problems)], cfg, rng)
     print(line)
@@ -114,9 +111,19 @@ def main(argv=None):
         raise BadInput("no correction pairs: stupid made no mistakes on the training problems, or smart solved none")
     corrections, plain = training_examples(pairs, stupid.cfg.max_digit_index - 1)
     examples = corrections + [rng.choice(plain) for _ in range(count_for_share(len(corrections), cfg.replay))]
-    optim = Optim(cfg.steps, cfg.lr, warmup=50)
-    models = {"learner": finetune(stupid, examples, optim, tok, device, "learner", cfg.seed),
-              **controls(smart, stupid, tok, pairs, plain, optim, cfg, device)}
+    return finetune(stupid, examples, cfg.optim(), tok, device, "learner", cfg.seed), pairs, plain, examples
+
+
+def main(argv=None):
+    cfg = parse_config(ImproveConfig, __doc__, argv)
+    device, out = pick_device(cfg.device), cfg.out_dir
+    check_writable(f"{out}/learner/pairs.jsonl", *(f"{out}/{m}/ckpt.pt" for m in ("learner",) + CONTROLS))
+    torch.manual_seed(cfg.seed)
+    smart, ckpt, data = load_checkpoint(f"{out}/smart/ckpt.pt", ["smart"], device)
+    stupid, _, _ = load_checkpoint(f"{out}/stupid/ckpt.pt", ["stupid"], device, run=ckpt["run"])
+    tok, t0 = tokenizer_from(data), time.time()
+    model, pairs, plain, _ = learner(smart, stupid, tok, data, cfg, device, random.Random(cfg.seed))
+    models = {"learner": model, **controls(smart, stupid, tok, pairs, plain, cfg.optim(), cfg, device)}
     for name, model in models.items():   # written only once everything has trained
         save_checkpoint(f"{out}/{name}/ckpt.pt", model, name, cfg.steps, data, ckpt["run"], improve_cfg=asdict(cfg))
     rows = [{"problem": p.prompt, "operands": p.operands, "attempt": att, "solution": sol} for p, att, sol in pairs]

@@ -142,7 +142,7 @@ def improve_arm(out, arm, seed, **options):
     corrections, plain = training_examples(pairs, stupid.cfg.max_digit_index - 1)
     corrections = [(prompt, t if t == KEEP else written(t, arm.target)) for prompt, t in corrections]
     examples = corrections + [rng.choice(plain) for _ in range(count_for_share(len(corrections), cfg.replay))]
-    optim, how = Optim(cfg.steps, cfg.lr, warmup=50), dict(freeze=arm.freeze, adapter=arm.adapter)
+    optim, how = cfg.optim(), dict(freeze=arm.freeze, adapter=arm.adapter)
     start = smart if arm.learner_from == "smart" else stupid
     learner = finetune_arm(start, examples, optim, tok, device, "learner", seed, **how)
     onpolicy, starts = [], {}

@@ -1,154 +1,249 @@
 """
-How far past N does each method reach? Self-labelling against the learner as labeller.
+Knowledge extended slowly: does a self-improvement loop carry smart past N, and does a learner of
+corrections carry it further or faster? (After Lee et al. 2025, "Self-Improving Transformers Overcome
+Easy-to-Hard and Length Generalization Challenges".)
 
-Both arms start from the same smart model (and the learner of the same run) and spend the same
-training steps on the same problems. Round r = 1..R labels fresh problems of N+r digits (never an
-evaluation problem) without ground truth, from k samples per problem:
-    self        smart's own k samples at --temperature (Lee et al. 2025, "Self-Improving Transformers")
-    corrector   the learner handed each of those k samples (learner o smart)
-A problem is kept when at least --agree of its k answers agree; its label is a completion with that
-answer. Then smart is fine-tuned (--steps) on every label so far, mixed one to one with
-ground-truth problems of 1..N digits, and tested on 1..3N. The learner itself is not retrained.
+K smarts, trained as train.py trains smart with K different seeds, each round label fresh problems
+one digit longer than the round before; a label is kept when it is as long as the format writes that
+length and at least --agree of the K votes are the very same completion. Every smart is then
+fine-tuned on the kept labels (half of each batch from the newest round, a quarter from the rounds
+before it, a quarter fresh 1..N problems). Two arms, with the same smarts, problems, steps and filters:
 
-Reach = the longest length L with >= 90% accuracy on every length 1..L, divided by N.
+    self        a smart's vote is its own greedy completion
+    corrector   a smart's vote is its learner's correction of that completion (each smart has its own
+                learner, made by corrupt.py and improve.py's recipe, so the K votes stay independent);
+                each learner is then fine-tuned on its round's pairs (its smart's attempt -> the kept
+                label; KEEP where they are the same), mixed with its own 1..N examples in the same way
 
-    python -m experiments.reach --from_dir=out              # needs out/smart and out/learner
-    python -m experiments.reach --from_dir=out/sweep/reverse-abacus-small-stupid_sample --rounds=5
+No answer past N trains, chooses or filters anything: past N the truth is read only to report how many
+kept labels are right and how accurate each model is. Reach = the longest length L with >= 90% on
+every length 1..L, divided by N; an arm's reach is the mean over its K smarts.
+
+    python -m experiments.reach                                # N=8, K=3, seed 0: out/reach/results.*
+    python -m experiments.reach --seeds=0,1,2 --arms=self,corrector
 """
+import json
+import os
+import random
+import statistics
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 
 import torch
 
-from common import (DEVICE_HELP, BadInput, Optim, check_writable, load_checkpoint, opt, pair_batches, parse_config,
-                    pick_device, run_main, score, train_loop)
-from cot_data import ProblemStream, accuracy_by_digits, eval_problems, tokenizer_from
-from evaluate import markdown_table, write_results
-from experiments.study import correct_as, pyplot, reach, results_paths
+import corrupt
+import improve
+import train
+from common import (DEVICE_HELP, BadInput, Optim, check_writable, encode_prompt, load_checkpoint, opt, parse_config,
+                    pick_device, run_main, save_checkpoint, score, train_loop, write_text)
+from cot_data import (KEEP, ProblemStream, accuracy_by_digits, correction_prompt, eval_problems, judged, make_problem,
+                      random_operands, tokenizer_from)
+from evaluate import correct, markdown_table, write_results
+from experiments.study import pyplot, reach, results_paths
+from model import pack
+
+ARMS = ("self", "corrector")
 
 
 @dataclass
 class ReachConfig:
-    steps: int = opt(300, "fine-tuning steps of smart per round", lo=1)
-    lr: float = opt(5e-4, "peak learning rate of that fine-tuning", gt=0)
-    from_dir: str = opt("out", "the run to start from: needs FROM_DIR/smart and FROM_DIR/learner")
-    out_dir: str = opt("out/reach", "where results.{md,json,png} go")
-    rounds: int = opt(4, "rounds; round r labels problems of N + r digits", lo=1)
-    problems: int = opt(512, "fresh problems labelled per round", lo=1)
-    k: int = opt(5, "samples of smart per problem (votes)", lo=1)
-    temperature: float = opt(0.7, "temperature of those samples", gt=0)
-    agree: int = opt(4, "keep a problem when at least this many of its k answers agree", lo=1)
-    eval_size: int = opt(50, "test problems per length", lo=1)
-    seed: int = opt(5, "random seed", lo=0)
+    out_dir: str = opt("out/reach", "where every seed's smarts, stupids, learners and results.{md,json,png} go")
+    max_digits: int = opt(8, "N: the smarts are trained on 1..N digits", lo=1)
+    smarts: int = opt(3, "K: independently trained smarts (seeds) that vote on every label", lo=1)
+    agree: int = opt(3, "keep a label when at least this many of the K votes are the same completion", lo=1)
+    seeds: str = opt("0", "study seeds, comma-separated: seed s trains smarts with seeds K*s+1 .. K*s+K")
+    arms: str = opt(",".join(ARMS), "the arms to run, comma-separated: self, corrector")
+    rounds: int = opt(8, "rounds at most; round r labels problems of N + r digits", lo=1)
+    patience: int = opt(2, "stop an arm after this many rounds in a row without a gain in reach", lo=1)
+    problems: int = opt(1024, "fresh problems labelled per round", lo=1)
+    steps: int = opt(300, "fine-tuning steps per round, of each smart (and each learner)", lo=1)
+    lr: float = opt(1e-3, "peak learning rate of those steps", gt=0)
+    eval_size: int = opt(50, "test problems per length (reported only)", lo=1)
     device: str = opt("auto", DEVICE_HELP)
     plot: bool = opt(True, "draw results.png (needs matplotlib)")
 
     def check(self):
-        if self.agree > self.k:
-            raise BadInput(f"--agree={self.agree} cannot be more than --k={self.k}")
+        if self.agree > self.smarts:
+            raise BadInput(f"--agree={self.agree} cannot be more than --smarts={self.smarts}")
+        if not all(s.isdigit() for s in self.seeds.split(",")):
+            raise BadInput(f"--seeds={self.seeds}: use seeds like 0,1,2")
+        if bad := [a for a in self.arms.split(",") if a not in ARMS]:
+            raise BadInput(f"--arms: no arm {bad[0]!r}; choose among {', '.join(ARMS)}")
+
+    @property
+    def longest(self):   # the lengths measured: a few past the last round's
+        return self.max_digits + self.rounds + 4
 
 
-def majority(rows):
-    """The first of several samples that gives the most common parsed answer (None if none has an answer)."""
-    votes = Counter(r["answer"] for r in rows if r["answer"] is not None).most_common(1)
-    if not votes:
-        return None, 0
-    return next(r for r in rows if r["answer"] == votes[0][0]), votes[0][1]
+def prepare(cfg, seed, k, device):
+    """Smart k of a seed, its stupid and its learner (with the 1..N examples it was trained on), each
+    made once in OUT_DIR/sSEED-kK and reused. -> (smart, learner, learner's examples, data)"""
+    out, smart_seed = os.path.join(cfg.out_dir, f"s{seed}-k{k}"), cfg.smarts * seed + k + 1
+    if not os.path.exists(f"{out}/smart/ckpt.pt"):   # room for correction prompts of the longest length
+        args = dict(out_dir=out, max_digits=cfg.max_digits, eval_extra=cfg.longest - cfg.max_digits, seed=smart_seed,
+                    eval_every=0, device=cfg.device)
+        train.train(parse_config(train.TrainConfig, "", [f"--{a}={v}" for a, v in args.items()]))
+    if not os.path.exists(f"{out}/stupid/ckpt.pt"):
+        corrupt.main([f"--out_dir={out}", f"--device={cfg.device}"])
+    smart, ckpt, data = load_checkpoint(f"{out}/smart/ckpt.pt", ["smart"], device)
+    tok = tokenizer_from(data)
+    if not os.path.exists(f"{out}/learner/ckpt.pt"):
+        stupid, _, _ = load_checkpoint(f"{out}/stupid/ckpt.pt", ["stupid"], device, run=ckpt["run"])
+        icfg = improve.ImproveConfig(out_dir=out, seed=smart_seed)
+        torch.manual_seed(icfg.seed)
+        learner, _, _, examples = improve.learner(smart, stupid, tok, data, icfg, device, random.Random(icfg.seed))
+        save_checkpoint(f"{out}/learner/ckpt.pt", learner, "learner", icfg.steps, data, ckpt["run"])
+        write_text(f"{out}/learner/examples.json", json.dumps(examples))
+    learner, _, _ = load_checkpoint(f"{out}/learner/ckpt.pt", ["learner"], device, run=ckpt["run"])
+    with open(f"{out}/learner/examples.json") as f:
+        return smart, learner, [tuple(e) for e in json.load(f)], data
 
 
-def label(smart, learner, tok, problems, cfg, target="solution"):
-    """-> [(prompt, completion)] for the problems whose k answers agree, and how many labels are right."""
-    k = cfg.k
-    recs = score(smart, tok, problems, temperature=cfg.temperature, num_samples=k, seed=cfg.seed)
-    if learner is not None:   # the learner rewrites (or keeps) every one of smart's samples
-        recs = correct_as(learner, tok, [p for p in problems for _ in range(k)], [r["completion"] for r in recs], target)
-    out, right = [], 0
-    for i, p in enumerate(problems):
-        best, votes = majority(recs[i * k:(i + 1) * k])
-        if votes >= cfg.agree:
-            out.append((p.prompt, best["completion"]))
-            right += best["correct"]          # read only to report label quality, never to filter
-    return out, right
+def vote(problems, completions, agree, min_len):
+    """-> [(problem index, label)]: a problem is kept when its label is at least min_len long (the
+    length filter) and at least `agree` of the K completions (one list per model) are exactly it."""
+    kept = []
+    for i in range(len(problems)):
+        votes = [c[i] for c in completions if len(c[i]) >= min_len]
+        best = max(set(votes), key=votes.count, default=None)
+        if best is not None and votes.count(best) >= agree:
+            kept.append((i, best))
+    return kept
 
 
-def measure(smart, learner, tok, problems, target="solution"):
-    recs = score(smart, tok, problems)
-    acc = {"smart": accuracy_by_digits(recs)}
-    if learner is not None:
-        acc["learner_on_smart"] = accuracy_by_digits(correct_as(learner, tok, problems, [r["completion"] for r in recs],
-                                                                target))
-    return acc
+def tune(model, newest, older, base, tok, cfg, device, seed):
+    """Fine-tune `model` in place: each example from the newest round with probability 1/2, from the
+    rounds before it 1/4 (else base), and from base 1/4; base() -> a (prompt, completion) of 1..N."""
+    rng = random.Random(seed)
+
+    def draw():
+        u = rng.random()
+        return rng.choice(newest) if u < 0.5 else rng.choice(older) if u < 0.75 and older else base(rng)
+    optim = Optim(cfg.steps, cfg.lr, warmup=20)
+    torch.manual_seed(seed)
+    train_loop(model, lambda step: pack([(encode_prompt(tok, p), tok.encode(c)) for p, c in
+                                         (draw() for _ in range(optim.batch_size))], device), optim, desc="tune")
 
 
-def run_arm(arm, cfg, device):
-    smart, ckpt, d = load_checkpoint(f"{cfg.from_dir}/smart/ckpt.pt", ["smart"], device)
-    learner, lckpt, _ = load_checkpoint(f"{cfg.from_dir}/learner/ckpt.pt", ["learner"], device, run=ckpt["run"])
-    target = lckpt.get("target", "solution")   # what the learner writes (experiments/learners.py)
-    tok, N = tokenizer_from(d), d.max_digits
-    labeller = learner if arm == "corrector" else None
-    tests = eval_problems(d.task, d.fmt, range(1, 3 * N + 1), cfg.eval_size)
-    truth_stream = ProblemStream(d.task, d.fmt, 1, N, seed=cfg.seed)
-    rows, labels = [], []
-    acc = measure(smart, learner, tok, tests, target)
-    t0 = time.time()
-    rows.append(dict(arm=arm, round=0, digits=N, kept=0, right=0, seconds=0, accuracy=acc))
-    print(f"{arm} round 0: reach smart {reach(acc['smart'], N):.1f}, learner o smart {reach(acc['learner_on_smart'], N):.1f}")
-    for r in range(1, cfg.rounds + 1):
-        torch.manual_seed(cfg.seed + r)
-        n = N + r
-        new = ProblemStream(d.task, d.fmt, n, n, seed=cfg.seed + r)
-        new_labels, right = label(smart, labeller, tok, [new.sample() for _ in range(cfg.problems)], cfg, target)
-        labels += new_labels
-        if labels:   # nothing agreed on yet: nothing to learn from this round
-            truth = [truth_stream.sample() for _ in range(len(labels))]
-            examples = labels + [(p.prompt, p.completion) for p in truth]
-            optim = Optim(cfg.steps, cfg.lr, warmup=20)
-            train_loop(smart, pair_batches(examples, tok, optim.batch_size, device, seed=cfg.seed + r), optim,
-                       desc=f"{arm} round {r}")
-        acc = measure(smart, learner, tok, tests, target)
-        rows.append(dict(arm=arm, round=r, digits=n, kept=len(new_labels), right=right,
-                         seconds=round(time.time() - t0), accuracy=acc))
-        print(f"{arm} round {r}: kept {len(new_labels)}/{cfg.problems} labels at {n} digits "
-              f"({right} right); reach smart {reach(acc['smart'], N):.1f}, "
-              f"learner o smart {reach(acc['learner_on_smart'], N):.1f}")
-    return rows, N
+def measure(smarts, learners, tok, tests):
+    """Accuracy per length of every smart, and of every learner handed its smart's output."""
+    acc = {"smart": [], "learner_on_smart": []}
+    for k, smart in enumerate(smarts):
+        recs = score(smart, tok, tests)
+        acc["smart"].append(accuracy_by_digits(recs))
+        if learners:
+            acc["learner_on_smart"].append(accuracy_by_digits(correct(learners[k], tok, tests,
+                                                                      [r["completion"] for r in recs])))
+    return {name: a for name, a in acc.items() if a}
 
 
-def table(rows, N):
-    lengths = range(1, 3 * N + 1)
-    header = (["arm", "round", "labels kept (right)", "model"] + [f"{n}{'*' if n > N else ''}" for n in lengths]
-              + ["reach/N", "seconds"])
-    return markdown_table(header, [[r["arm"], r["round"], f"{r['kept']} ({r['right']})", name]
-                                   + [f"{100 * acc[str(n)]:.0f}" for n in lengths] + [f"{reach(acc, N):.1f}", r["seconds"]]
-                                   for r in rows for name, acc in r["accuracy"].items()])
+def label_round(smarts, learners, tok, data, L, cfg, seed):
+    """One round's labels: every smart's greedy completion of fresh L-digit problems, handed to its
+    learner in the corrector arm; kept where the votes agree. -> (problems, attempts, kept [(i, label)],
+    how many kept labels are right, the share of the learners' votes that are their smart's attempt)"""
+    stream = ProblemStream(data.task, data.fmt, L, L, seed=1000 * seed + L)   # never an evaluation problem
+    problems = [stream.sample() for _ in range(cfg.problems)]
+    attempts = [[x["completion"] for x in score(smart, tok, problems)] for smart in smarts]
+    votes = [[x["completion"] for x in correct(learner, tok, problems, a)] for learner, a in zip(learners, attempts)]
+    same = sum(v == a for vs, at in zip(votes, attempts) for v, a in zip(vs, at)) / max(1, len(problems) * len(votes))
+    shape = random.Random(L)   # the length filter: as long as the format writes an L-digit problem
+    min_len = min(len(make_problem(data.task, random_operands(data.task, L, shape), data.fmt, L).completion)
+                  for _ in range(20))
+    kept = vote(problems, votes or attempts, cfg.agree, min_len)
+    right = sum(judged(problems[i], label)["correct"] for i, label in kept)   # read only to report
+    return problems, attempts, kept, right, same
+
+
+def run_arm(arm, seed, cfg, device):
+    """Rounds of labelling and fine-tuning from the seed's K smarts (and learners), until reach stops
+    growing. -> a row of numbers per round (round 0: before any)"""
+    made = [prepare(cfg, seed, k, device) for k in range(cfg.smarts)]
+    smarts, data = [m[0] for m in made], made[0][3]
+    learners = [m[1] for m in made] if arm == "corrector" else []
+    tok, N, t0 = tokenizer_from(data), data.max_digits, time.time()
+    tests = eval_problems(data.task, data.fmt, range(1, cfg.longest + 1), cfg.eval_size)
+    truth = ProblemStream(data.task, data.fmt, 1, N, seed=seed)
+    def fresh(rng):   # a ground-truth problem of 1..N digits, beside the labels
+        p = truth.sample()
+        return p.prompt, p.completion
+    labels, pairs, rows, best, stale = [], [[] for _ in smarts], [], 0.0, 0
+    for r in range(cfg.rounds + 1):
+        kept, right, same = [], 0, None
+        if r:
+            problems, attempts, kept, right, same = label_round(smarts, learners, tok, data, N + r, cfg, seed)
+            new = [(problems[i].prompt, label) for i, label in kept]
+            for k in range(len(smarts) if new else 0):
+                tune(smarts[k], new, labels, fresh, tok, cfg, device, 100 * seed + 10 * r + k)
+                if learners:   # a learner: its own smart's attempt -> the label, beside its 1..N examples
+                    mine = [(correction_prompt(problems[i].prompt, attempts[k][i], learners[k].cfg.max_digit_index - 1),
+                             KEEP if attempts[k][i] == label else label) for i, label in kept]
+                    tune(learners[k], mine, pairs[k], lambda rng, base=made[k][2]: rng.choice(base), tok, cfg, device,
+                         100 * seed + 10 * r + k)
+                    pairs[k] += mine
+            labels += new
+        acc = measure(smarts, learners, tok, tests)
+        reaches = [reach(a, N) for a in acc["smart"]]
+        rows.append(dict(arm=arm, seed=seed, round=r, digits=N + r, kept=len(kept), right=right, same=same,
+                         seconds=round(time.time() - t0), reach=reaches, accuracy=acc))
+        print(f"{arm} seed {seed} round {r}: kept {len(kept)} labels ({right} right); smart reach/N "
+              f"{' '.join(f'{x:.2f}' for x in reaches)}; {rows[-1]['seconds']}s", flush=True)
+        stale = 0 if statistics.mean(reaches) > best else stale + 1
+        best = max(best, statistics.mean(reaches))
+        if r and (stale >= cfg.patience or not kept):
+            break
+    return rows
+
+
+def mean_acc(accs):
+    """The accuracy per length averaged over the K models."""
+    return {n: statistics.mean(a[n] for a in accs) for n in accs[0]}
+
+
+def table(rows, N, longest):
+    lengths = range(N + 1, longest + 1)
+    header = ["arm", "seed", "round", "labels kept (right)", "model"] + [f"{n}*" for n in lengths] + \
+             ["reach/N (each smart)", "seconds"]
+    return markdown_table(header, [[r["arm"], r["seed"], r["round"], f"{r['kept']} ({r['right']})", name]
+                                   + [f"{100 * mean_acc(accs)[str(n)]:.0f}" for n in lengths]
+                                   + [" ".join(f"{x:.2f}" for x in r["reach"]) if name == "smart" else "", r["seconds"]]
+                                   for r in rows for name, accs in r["accuracy"].items()])
+
+
+def summary(rows, N):
+    """Per arm, over seeds: the reach at the end (mean ± half the range), rounds, labels' accuracy, seconds."""
+    out = []
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        last = [max((r for r in rows if r["arm"] == arm and r["seed"] == s), key=lambda r: r["round"])
+                for s in dict.fromkeys(r["seed"] for r in rows if r["arm"] == arm)]
+        reaches = [statistics.mean(r["reach"]) for r in last]
+        kept = [r for r in rows if r["arm"] == arm and r["kept"]]
+        out.append([arm, len(last), f"{statistics.mean(reaches):.2f} ± {(max(reaches) - min(reaches)) / 2:.2f}",
+                    f"{N * statistics.mean(reaches):.1f}", " / ".join(str(r["round"]) for r in last),
+                    f"{100 * sum(r['right'] for r in kept) / max(1, sum(r['kept'] for r in kept)):.1f}",
+                    " / ".join(str(r["seconds"]) for r in last)])
+    return markdown_table(["arm", "seeds", "reach/N at the end", "digits reached (mean)", "rounds (per seed)",
+                           "kept labels right (%)", "seconds (per seed)"], out)
 
 
 def plot(rows, N):
-    """reach/N, smart's accuracy one and two digits past N, and the share of right labels, per round."""
+    """reach/N per round, and the share of kept labels that are right, per arm and seed."""
     plt = pyplot()
     if plt is None:
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for arm, marker, color in (("self", "o", "C0"), ("corrector", "s", "C1")):
-        mine = [r for r in rows if r["arm"] == arm]
-        rounds = [r["round"] for r in mine]
-        for name, ls in (("smart", "-"), ("learner_on_smart", "--")):
-            axes[0].plot(rounds, [reach(r["accuracy"][name], N) for r in mine], marker=marker, linestyle=ls,
-                         color=color, label=f"{arm}: {name}")
-        for n, ls in ((N + 1, "-"), (N + 2, ":")):
-            axes[1].plot(rounds, [100 * r["accuracy"]["smart"][str(n)] for r in mine], marker=marker, linestyle=ls,
-                         color=color, label=f"{arm}: smart at {n} digits")
-        labelled = [r for r in mine if r["kept"]]
-        axes[2].plot([r["round"] for r in labelled], [100 * r["right"] / r["kept"] for r in labelled], marker=marker,
-                     color=color, label=f"{arm} (labels at N + round digits)")
-    top = max(reach(r["accuracy"][name], N) for r in rows for name in r["accuracy"])
-    axes[0].set(xlabel="round", ylabel="reach / N (>= 90% on every length up to it)", ylim=(0, top + 0.5))
-    axes[1].set(xlabel="round", ylabel="exact match (%)", ylim=(-2, 102))
-    axes[2].set(xlabel="round", ylabel="labels kept that are right (%)", ylim=(-2, 102))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for arm, color in zip(ARMS, ("C0", "C1")):
+        for seed in dict.fromkeys(r["seed"] for r in rows if r["arm"] == arm):
+            mine = [r for r in rows if r["arm"] == arm and r["seed"] == seed]
+            axes[0].plot([r["round"] for r in mine], [statistics.mean(r["reach"]) for r in mine], marker="o",
+                         color=color, label=f"{arm}, seed {seed}", alpha=0.8)
+            labelled = [r for r in mine if r["kept"]]
+            axes[1].plot([r["round"] for r in labelled], [100 * r["right"] / r["kept"] for r in labelled],
+                         marker="o", color=color, label=f"{arm}, seed {seed}", alpha=0.8)
+    axes[0].axhline(2, color="gray", lw=0.8)
+    axes[0].set(xlabel="round (labels of N + round digits)", ylabel="reach / N (mean of the K smarts)")
+    axes[1].set(xlabel="round", ylabel="kept labels that are right (%)", ylim=(-2, 102))
     for ax in axes:
-        ax.legend(fontsize=8)
-        ax.set_xticks(sorted({r["round"] for r in rows}))
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -157,12 +252,18 @@ def main(argv=None):
     cfg = parse_config(ReachConfig, __doc__, argv)
     device = pick_device(cfg.device)
     check_writable(*results_paths(cfg.out_dir))
-    rows = []
-    for arm in ("self", "corrector"):
-        arm_rows, N = run_arm(arm, cfg, device)
-        rows += arm_rows
-    text = (f"Reach from N={N}: {cfg.rounds} rounds of {cfg.problems} problems, k={cfg.k} at "
-            f"T={cfg.temperature}, agreement >= {cfg.agree}, {cfg.steps} steps per round\n\n{table(rows, N)}\n")
+    rows, N = [], cfg.max_digits
+    for seed in map(int, cfg.seeds.split(",")):
+        for arm in cfg.arms.split(","):   # a finished arm is reused (its rows.json), so a stopped study resumes
+            path = os.path.join(cfg.out_dir, f"{arm}-s{seed}.json")
+            if not os.path.exists(path):
+                write_text(path, json.dumps(run_arm(arm, seed, cfg, device)))
+            with open(path) as f:
+                rows += json.load(f)
+    text = (f"Reach from N={N}: K={cfg.smarts} smarts, a label kept when {cfg.agree} of {cfg.smarts} votes agree "
+            f"(and it is long enough); {cfg.problems} problems and {cfg.steps} steps per round; mean accuracy (%) "
+            f"of the K smarts, {cfg.eval_size} problems per length\n\n{summary(rows, N)}\n\n"
+            f"{table(rows, N, cfg.longest)}\n")
     write_results(cfg.out_dir, text, {"config": asdict(cfg), "rows": rows}, plot(rows, N) if cfg.plot else None)
 
 

@@ -47,7 +47,8 @@ CASES = {
         "--extra=100", "--plot=maybe", "--out_dir={out}/empty", "--out_dir=",
     ],
     "experiments/sweep.py": ["--parts=xyz", "--parts=", "--only=reverse-nope", "--jobs=0", "--max_digits=0"],
-    "experiments/reach.py": ["--rounds=-1", "--k=2 --agree=3", "--from_dir={out}/empty", "--temperature=0"],
+    "experiments/reach.py": ["--rounds=0", "--smarts=2 --agree=3", "--seeds=x", "--seeds=", "--arms=nope", "--max_digits=0",
+                             "--lr=0", "--problems=0"],
     "experiments/noise.py": ["--steps=0", "--task=division", "--eval_size=-1", "--task=median"],
     "experiments/tasks.py": ["--tasks=div", "--tasks=", "--threads=-1"],
     "experiments/digits.py": ["--results={out}/nope.json", "--results={out}/learner/pairs.jsonl", "--models=nope",
@@ -101,8 +102,10 @@ def test_bad_input_is_one_line_and_changes_nothing(script, bad, out, capsys):
     argv = [f"--out_dir={out}"]
     if script == "sample.py":
         argv = [f"--ckpt={out}/smart/ckpt.pt"]
-    if script in ("experiments/reach.py", "experiments/arms.py"):
+    if script == "experiments/arms.py":
         argv = [f"--from_dir={out}", f"--out_dir={out}/study"]
+    if script == "experiments/reach.py":
+        argv = [f"--out_dir={out}/study"]
     if script == "experiments/probe.py":
         argv = [f"--runs={out}", f"--out_dir={out}/study"]
     if script == "experiments/digits.py":
@@ -120,7 +123,7 @@ def set_run(path, run):
 def test_stages_refuse_checkpoints_of_another_run(out, capsys):
     set_run(out / "learner" / "ckpt.pt", "another")
     assert "another run" in expect_one_line_error("evaluate.py", [f"--out_dir={out}"], capsys, out)
-    assert "another run" in expect_one_line_error("experiments/reach.py", [f"--from_dir={out}", f"--out_dir={out}/r"],
+    assert "another run" in expect_one_line_error("experiments/probe.py", [f"--runs={out}", f"--out_dir={out}/r"],
                                                   capsys, out)
     set_run(out / "stupid" / "ckpt.pt", "another")
     assert "another run" in expect_one_line_error("improve.py", [f"--out_dir={out}"], capsys, out)
