@@ -75,17 +75,20 @@ class ReachConfig:
         return self.max_digits + self.rounds + 4
 
 
-def prepare(cfg, seed, k, device):
+def prepare(cfg, seed, k, device, with_learner=True):
     """Smart k of a seed, its stupid and its learner (with the 1..N examples it was trained on), each
-    made once in OUT_DIR/sSEED-kK and reused. -> (smart, learner, learner's examples, data)"""
+    made once in OUT_DIR/sSEED-kK and reused. -> (smart, learner, learner's examples, data); without
+    a learner (the self arm needs none) -> (smart, None, None, data)"""
     out, smart_seed = os.path.join(cfg.out_dir, f"s{seed}-k{k}"), cfg.smarts * seed + k + 1
     if not os.path.exists(f"{out}/smart/ckpt.pt"):   # room for correction prompts of the longest length
         args = dict(out_dir=out, max_digits=cfg.max_digits, eval_extra=cfg.longest - cfg.max_digits, seed=smart_seed,
                     eval_every=0, device=cfg.device)
         train.train(parse_config(train.TrainConfig, "", [f"--{a}={v}" for a, v in args.items()]))
+    smart, ckpt, data = load_checkpoint(f"{out}/smart/ckpt.pt", ["smart"], device)
+    if not with_learner:
+        return smart, None, None, data
     if not os.path.exists(f"{out}/stupid/ckpt.pt"):
         corrupt.main([f"--out_dir={out}", f"--device={cfg.device}"])
-    smart, ckpt, data = load_checkpoint(f"{out}/smart/ckpt.pt", ["smart"], device)
     tok = tokenizer_from(data)
     if not os.path.exists(f"{out}/learner/ckpt.pt"):
         stupid, _, _ = load_checkpoint(f"{out}/stupid/ckpt.pt", ["stupid"], device, run=ckpt["run"])
@@ -145,7 +148,8 @@ def label_round(smarts, learners, tok, data, L, cfg, seed):
     problems = [stream.sample() for _ in range(cfg.problems)]
     attempts = [[x["completion"] for x in score(smart, tok, problems)] for smart in smarts]
     votes = [[x["completion"] for x in correct(learner, tok, problems, a)] for learner, a in zip(learners, attempts)]
-    same = sum(v == a for vs, at in zip(votes, attempts) for v, a in zip(vs, at)) / max(1, len(problems) * len(votes))
+    same = sum(v == a for vs, at in zip(votes, attempts) for v, a in zip(vs, at)) / (len(problems) * len(votes)) \
+        if votes else None
     shape = random.Random(L)   # the length filter: as long as the format writes an L-digit problem
     min_len = min(len(make_problem(data.task, random_operands(data.task, L, shape), data.fmt, L).completion)
                   for _ in range(20))
@@ -157,7 +161,7 @@ def label_round(smarts, learners, tok, data, L, cfg, seed):
 def run_arm(arm, seed, cfg, device):
     """Rounds of labelling and fine-tuning from the seed's K smarts (and learners), until reach stops
     growing. -> a row of numbers per round (round 0: before any)"""
-    made = [prepare(cfg, seed, k, device) for k in range(cfg.smarts)]
+    made = [prepare(cfg, seed, k, device, with_learner=arm == "corrector") for k in range(cfg.smarts)]
     smarts, data = [m[0] for m in made], made[0][3]
     learners = [m[1] for m in made] if arm == "corrector" else []
     tok, N, t0 = tokenizer_from(data), data.max_digits, time.time()
@@ -201,9 +205,10 @@ def mean_acc(accs):
 
 def table(rows, N, longest):
     lengths = range(N + 1, longest + 1)
-    header = ["arm", "seed", "round", "labels kept (right)", "model"] + [f"{n}*" for n in lengths] + \
-             ["reach/N (each smart)", "seconds"]
-    return markdown_table(header, [[r["arm"], r["seed"], r["round"], f"{r['kept']} ({r['right']})", name]
+    header = ["arm", "seed", "round", "labels kept (right)", "votes = attempt (%)", "model"] + \
+             [f"{n}*" for n in lengths] + ["reach/N (each smart)", "seconds"]
+    return markdown_table(header, [[r["arm"], r["seed"], r["round"], f"{r['kept']} ({r['right']})",
+                                    "" if r["arm"] == "self" or r["same"] is None else f"{100 * r['same']:.0f}", name]
                                    + [f"{100 * mean_acc(accs)[str(n)]:.0f}" for n in lengths]
                                    + [" ".join(f"{x:.2f}" for x in r["reach"]) if name == "smart" else "", r["seconds"]]
                                    for r in rows for name, accs in r["accuracy"].items()])

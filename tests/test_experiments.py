@@ -55,9 +55,11 @@ def test_the_reach_loop_runs_both_arms_on_tiny_models(tmp_path, monkeypatch):
     improve_cfg = reach.improve.ImproveConfig
     monkeypatch.setattr(reach.improve, "ImproveConfig",
                         lambda **kw: improve_cfg(problems=48, steps=6, attempt_temperature=3.0, **kw))
-    labelled = []
-    tune = reach.tune
-    monkeypatch.setattr(reach, "tune", lambda model, newest, *a, **kw: (labelled.append(newest), tune(model, newest, *a, **kw)))
+    labelled, events = [], []
+    tune, corrupt_ = reach.tune, reach.corrupt.main
+    monkeypatch.setattr(reach, "tune", lambda model, newest, *a, **kw: (labelled.append(newest), events.append("tune"),
+                                                                        tune(model, newest, *a, **kw)))
+    monkeypatch.setattr(reach.corrupt, "main", lambda argv: (events.append("corrupt"), corrupt_(argv)))
     reach.main([f"--out_dir={tmp_path}", "--max_digits=2", "--rounds=1", "--problems=24", "--steps=2", "--eval_size=4",
                 "--agree=2", "--plot=0"])
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
@@ -65,7 +67,11 @@ def test_the_reach_loop_runs_both_arms_on_tiny_models(tmp_path, monkeypatch):
     assert {r["arm"] for r in rows} == {"self", "corrector"} and all(0 <= r["right"] <= r["kept"] <= 24 for r in rows)
     assert rows[0]["accuracy"]["smart"] == next(r for r in rows if r["arm"] == "corrector")["accuracy"]["smart"]
     assert all(p.count("+") == 1 and len(p.split("+")[0]) == 3 for batch in labelled[:3] for p, _ in batch)   # 3 digits
-    assert "reach/N at the end" in (tmp_path / "results.md").read_text()
+    text = (tmp_path / "results.md").read_text()
+    assert "reach/N at the end" in text and "votes = attempt (%)" in text
+    assert all(r["same"] is None for r in rows if r["arm"] == "self")
+    assert all(0 <= r["same"] <= 1 for r in rows if r["arm"] == "corrector" and r["round"])
+    assert events[:4] == ["tune"] * 3 + ["corrupt"]   # the self arm makes no stupid (nor learner); the corrector does
 
 
 def test_sweep_refuses_an_unknown_cell(tmp_path):
