@@ -163,7 +163,7 @@ def run_arm(arm, seed, cfg, device):
     growing. -> a row of numbers per round (round 0: before any)"""
     made = [prepare(cfg, seed, k, device, with_learner=arm == "corrector") for k in range(cfg.smarts)]
     smarts, data = [m[0] for m in made], made[0][3]
-    learners = [m[1] for m in made] if arm == "corrector" else []
+    learners = [m[1] for m in made if m[1] is not None]
     tok, N, t0 = tokenizer_from(data), data.max_digits, time.time()
     tests = eval_problems(data.task, data.fmt, range(1, cfg.longest + 1), cfg.eval_size)
     truth = ProblemStream(data.task, data.fmt, 1, N, seed=seed)
@@ -208,7 +208,7 @@ def table(rows, N, longest):
     header = ["arm", "seed", "round", "labels kept (right)", "votes = attempt (%)", "model"] + \
              [f"{n}*" for n in lengths] + ["reach/N (each smart)", "seconds"]
     return markdown_table(header, [[r["arm"], r["seed"], r["round"], f"{r['kept']} ({r['right']})",
-                                    "" if r["arm"] == "self" or r["same"] is None else f"{100 * r['same']:.0f}", name]
+                                    "" if r["same"] is None else f"{100 * r['same']:.0f}", name]
                                    + [f"{100 * mean_acc(accs)[str(n)]:.0f}" for n in lengths]
                                    + [" ".join(f"{x:.2f}" for x in r["reach"]) if name == "smart" else "", r["seconds"]]
                                    for r in rows for name, accs in r["accuracy"].items()])
