@@ -231,7 +231,7 @@ def summary(rows, N):
 
 
 def plot(rows, N):
-    """reach/N per round, and the share of kept labels that are right, per arm and seed."""
+    """reach/N per round and per second of the loop, per arm and seed (label accuracy is in the table)."""
     plt = pyplot()
     if plt is None:
         return None
@@ -241,13 +241,12 @@ def plot(rows, N):
             mine = [r for r in rows if r["arm"] == arm and r["seed"] == seed]
             axes[0].plot([r["round"] for r in mine], [statistics.mean(r["reach"]) for r in mine], marker="o",
                          color=color, label=f"{arm}, seed {seed}", alpha=0.8)
-            labelled = [r for r in mine if r["kept"]]
-            axes[1].plot([r["round"] for r in labelled], [100 * r["right"] / r["kept"] for r in labelled],
-                         marker="o", color=color, label=f"{arm}, seed {seed}", alpha=0.8)
-    axes[0].axhline(2, color="gray", lw=0.8)
+            axes[1].plot([r["seconds"] for r in mine], [statistics.mean(r["reach"]) for r in mine], marker="o",
+                         color=color, label=f"{arm}, seed {seed}", alpha=0.8)
     axes[0].set(xlabel="round (labels of N + round digits)", ylabel="reach / N (mean of the K smarts)")
-    axes[1].set(xlabel="round", ylabel="kept labels that are right (%)", ylim=(-2, 102))
+    axes[1].set(xlabel="seconds of the loop (making smarts and learners not counted)", ylabel="reach / N")
     for ax in axes:
+        ax.axhline(2, color="gray", lw=0.8)
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -153,3 +153,17 @@ def test_arms_plot_has_a_bar_per_model_and_arm():
     assert len(left.patches) == 5 * 2 and len(right.patches) == 4 * 2
     assert [round(p.get_height()) for p in left.patches[:2]] == [20, 50]     # learner o smart: mean over seeds
     assert [round(p.get_height()) for p in right.patches[2:4]] == [30, 30]   # handed nothing, broken
+
+
+def test_reach_plot_draws_each_arm_and_seed_by_round_and_by_second():
+    pytest.importorskip("matplotlib")
+    from experiments.reach import plot
+
+    def row(arm, seed, rnd, seconds, reach):
+        return {"arm": arm, "seed": seed, "round": rnd, "seconds": seconds, "reach": reach}
+    rows = [row("self", 0, 0, 10, [1.0, 1.5]), row("self", 0, 1, 50, [1.5, 2.0]),
+            row("corrector", 0, 0, 20, [1.0, 1.0]), row("corrector", 0, 1, 120, [2.0, 2.0])]
+    by_round, by_second = plot(rows, 8).axes
+    assert [list(line.get_xdata()) for line in by_round.lines[:2]] == [[0, 1], [0, 1]]
+    assert [list(line.get_xdata()) for line in by_second.lines[:2]] == [[10, 50], [20, 120]]
+    assert list(by_second.lines[1].get_ydata()) == [1.0, 2.0]   # the mean over the K smarts
