@@ -239,10 +239,9 @@ def plot(rows, N):
     for arm, color in zip(ARMS, ("C0", "C1")):
         for seed in dict.fromkeys(r["seed"] for r in rows if r["arm"] == arm):
             mine = [r for r in rows if r["arm"] == arm and r["seed"] == seed]
-            axes[0].plot([r["round"] for r in mine], [statistics.mean(r["reach"]) for r in mine], marker="o",
-                         color=color, label=f"{arm}, seed {seed}", alpha=0.8)
-            axes[1].plot([r["seconds"] for r in mine], [statistics.mean(r["reach"]) for r in mine], marker="o",
-                         color=color, label=f"{arm}, seed {seed}", alpha=0.8)
+            reaches = [statistics.mean(r["reach"]) for r in mine]
+            for ax, x in zip(axes, ("round", "seconds")):
+                ax.plot([r[x] for r in mine], reaches, marker="o", color=color, label=f"{arm}, seed {seed}", alpha=0.8)
     axes[0].set(xlabel="round (labels of N + round digits)", ylabel="reach / N (mean of the K smarts)")
     axes[1].set(xlabel="seconds of the loop (making smarts and learners not counted)", ylabel="reach / N")
     for ax in axes:
