@@ -3,6 +3,7 @@ What two or more stages share, in the order a stage uses it: the command line (a
 per stage, checked before any work), the device, checkpoints, the training loop, and scoring
 (generate, then check). A stage imports this, cot_data and model, never another stage.
 """
+
 import argparse
 import contextlib
 import math
@@ -21,8 +22,8 @@ from tqdm import tqdm
 from cot_data import DataConfig, accuracy_by_digits, eval_problems, judged
 from model import GPT, ModelConfig, generate, pack
 
-
 # ----------------------------------------------------------------------------- the command line
+
 
 class BadInput(Exception):
     """Anything the user can fix: an option, a file, a checkpoint. run_main makes it one line."""
@@ -36,13 +37,19 @@ def run_main(main, argv=None):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("\ninterrupted: nothing half-written; checkpoints already saved are intact", file=sys.stderr)
+        print(
+            "\ninterrupted: nothing half-written; checkpoints already saved are intact",
+            file=sys.stderr,
+        )
         sys.exit(130)
 
 
 def opt(default, help, choices=None, lo=None, hi=None, gt=None, lt=None, many=False):
     """A config field: its --help, its checks (lo <= x <= hi, gt < x < lt), many: may be given again."""
-    return field(default=default, metadata=dict(help=help, choices=choices, lo=lo, hi=hi, gt=gt, lt=lt, many=many))
+    return field(
+        default=default,
+        metadata=dict(help=help, choices=choices, lo=lo, hi=hi, gt=gt, lt=lt, many=many),
+    )
 
 
 def strict_bool(s):
@@ -60,7 +67,7 @@ def finite_float(s):
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message):           # argparse would print usage + error: one line instead
+    def error(self, message):  # argparse would print usage + error: one line instead
         raise BadInput(message)
 
 
@@ -71,17 +78,31 @@ def parse_config(cls, doc, argv=None):
         m = f.metadata
         text = f"{m['help']} [default: {'auto' if f.default is None else f.default}]"
         kind = {bool: strict_bool, int: int, float: finite_float}.get(f.type, str)
-        ap.add_argument(f"--{f.name}", type=kind, default=f.default, help=text, choices=m["choices"], **(
-            dict(nargs="?", const=True) if f.type is bool else dict(action="append" if m["many"] else "store")))
+        ap.add_argument(
+            f"--{f.name}",
+            type=kind,
+            default=f.default,
+            help=text,
+            choices=m["choices"],
+            **(
+                dict(nargs="?", const=True)
+                if f.type is bool
+                else dict(action="append" if m["many"] else "store")
+            ),
+        )
     cfg = cls(**vars(ap.parse_args(argv)))
     for f in fields(cfg):
         m, v = f.metadata, getattr(cfg, f.name)
-        if isinstance(v, str) and not v and f.default:   # a path or a name: empty is a mistake
+        if isinstance(v, str) and not v and f.default:  # a path or a name: empty is a mistake
             raise BadInput(f"--{f.name} is empty")
         if v is None or isinstance(v, (list, bool, str)):
             continue
-        for bound, ok, sign in (("lo", operator.ge, ">="), ("hi", operator.le, "<="), ("gt", operator.gt, ">"),
-                                ("lt", operator.lt, "<")):
+        for bound, ok, sign in (
+            ("lo", operator.ge, ">="),
+            ("hi", operator.le, "<="),
+            ("gt", operator.gt, ">"),
+            ("lt", operator.lt, "<"),
+        ):
             if m[bound] is not None and not ok(v, m[bound]):
                 raise BadInput(f"--{f.name}={v}: must be {sign} {m[bound]}")
     if hasattr(cfg, "check"):
@@ -106,18 +127,23 @@ def pick_device(name="auto"):
 
 def autocast(device):
     """bf16 matmuls on a CUDA GPU that has bf16 (weights and loss stay fp32); elsewhere, as on a CPU, nothing."""
-    if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+    if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported(
+        including_emulation=False
+    ):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------- files and checkpoints
 
+
 def check_writable(*paths):
     """Fail before the work, not after it: each path a file we can (over)write, in a folder we can make."""
     for path in map(os.path.abspath, paths):
         if os.path.isdir(path) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-            raise BadInput(f"cannot write {path}: it is {'a folder' if os.path.isdir(path) else 'read-only'}")
+            raise BadInput(
+                f"cannot write {path}: it is {'a folder' if os.path.isdir(path) else 'read-only'}"
+            )
         parent = os.path.dirname(path)
         while not os.path.exists(parent):
             parent = os.path.dirname(parent)
@@ -142,8 +168,15 @@ def write_text(path, text):
 
 def save_checkpoint(path, model, stage, step, data, run, **extra):
     """A plain dict: weights, configs, stage, step, run id (smart's, which later stages copy), extras."""
-    ckpt = {"model": model.state_dict(), "model_cfg": asdict(model.cfg), "data_cfg": asdict(data),
-            "stage": stage, "step": step, "run": run, **extra}
+    ckpt = {
+        "model": model.state_dict(),
+        "model_cfg": asdict(model.cfg),
+        "data_cfg": asdict(data),
+        "stage": stage,
+        "step": step,
+        "run": run,
+        **extra,
+    }
     atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
 
 
@@ -153,29 +186,41 @@ def load_checkpoint(path, stages=None, device="cpu", run=None):
     if not os.path.isfile(path):
         raise BadInput(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)   # tensors and plain data: no code runs
+        ckpt = torch.load(
+            path, map_location=device, weights_only=True
+        )  # tensors and plain data: no code runs
         data = DataConfig(**{f.name: ckpt["data_cfg"][f.name] for f in fields(DataConfig)})
         model = GPT(ModelConfig(**ckpt["model_cfg"]))
         model.load_state_dict(ckpt["model"])
         stage = ckpt["stage"]
     except Exception as e:
-        raise BadInput(f"{path} is not a readable nanocorrect checkpoint ({type(e).__name__})") from None
+        raise BadInput(
+            f"{path} is not a readable nanocorrect checkpoint ({type(e).__name__})"
+        ) from None
     if "run" not in ckpt:
-        raise BadInput(f"{path} was written by an older nanocorrect (it has no run id): run train.py again")
+        raise BadInput(
+            f"{path} was written by an older nanocorrect (it has no run id): run train.py again"
+        )
     if stages is not None and stage not in stages:
-        raise BadInput(f"{path} was written by stage '{stage}', expected one of: {', '.join(stages)}")
+        raise BadInput(
+            f"{path} was written by stage '{stage}', expected one of: {', '.join(stages)}"
+        )
     if run is not None and ckpt["run"] != run:
-        raise BadInput(f"{path} belongs to another run than the smart model it is used with "
-                       f"(run {ckpt['run']}, expected {run}): run its stage again")
+        raise BadInput(
+            f"{path} belongs to another run than the smart model it is used with "
+            f"(run {ckpt['run']}, expected {run}): run its stage again"
+        )
     return model.to(device), ckpt, data
 
 
 # ----------------------------------------------------------------------------- training
 
+
 @dataclass
 class Optim:
     """AdamW on batches of batch_size examples; the learning rate warms up linearly for `warmup`
     steps, then decays (cosine) to a tenth of lr; the gradient norm is clipped to 1."""
+
     steps: int
     lr: float
     batch_size: int = 64
@@ -190,11 +235,18 @@ class Optim:
 
     def optimizer(self, model):
         """AdamW; weight decay on the matrices only, not on norms' gains."""
-        matrices, rest = [p for p in model.parameters() if p.dim() >= 2], [p for p in model.parameters() if p.dim() < 2]
-        return torch.optim.AdamW([{"params": matrices, "weight_decay": self.weight_decay},
-                                  {"params": rest, "weight_decay": 0.0}], lr=self.lr, betas=(0.9, 0.98))
-
-
+        matrices, rest = (
+            [p for p in model.parameters() if p.dim() >= 2],
+            [p for p in model.parameters() if p.dim() < 2],
+        )
+        return torch.optim.AdamW(
+            [
+                {"params": matrices, "weight_decay": self.weight_decay},
+                {"params": rest, "weight_decay": 0.0},
+            ],
+            lr=self.lr,
+            betas=(0.9, 0.98),
+        )
 
 
 def pair_batches(pairs, tok, batch_size, device, seed=0):
@@ -238,23 +290,48 @@ def count_for_share(n, share):
 
 # ----------------------------------------------------------------------------- scoring
 
+
 def encode_prompt(tok, text):
     """A prompt's ids; a Llama tokenizer puts <|begin_of_text|> first, as Llama expects."""
     return ([tok.bos_id] if getattr(tok, "bos_id", None) is not None else []) + tok.encode(text)
 
 
-def complete(model, tok, prompts, max_new_tokens, temperature=0.0, top_k=None, num_samples=1,
-             batch_size=256, seed=0, progress_bar=False):
+def complete(
+    model,
+    tok,
+    prompts,
+    max_new_tokens,
+    temperature=0.0,
+    top_k=None,
+    num_samples=1,
+    batch_size=256,
+    seed=0,
+    progress_bar=False,
+):
     """Completions (text) of text prompts, prompt-major when num_samples > 1."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     ids = [encode_prompt(tok, p) for p in prompts]
     out, amp, per = [], autocast(gen.device), max(1, batch_size // num_samples)
-    for i in tqdm(range(0, len(ids), per), desc="sampling", disable=None if progress_bar else True, leave=False):
+    for i in tqdm(
+        range(0, len(ids), per),
+        desc="sampling",
+        disable=None if progress_bar else True,
+        leave=False,
+    ):
         try:
             with amp:
-                rows = generate(model, ids[i:i + per], max_new_tokens, temperature, top_k,
-                                getattr(tok, "stop_ids", tok.stop_id), num_samples, tok.pad_id, generator=gen)
-        except ValueError as e:   # a prompt and its answer, or a number, longer than the model holds
+                rows = generate(
+                    model,
+                    ids[i : i + per],
+                    max_new_tokens,
+                    temperature,
+                    top_k,
+                    getattr(tok, "stop_ids", tok.stop_id),
+                    num_samples,
+                    tok.pad_id,
+                    generator=gen,
+                )
+        except ValueError as e:  # a prompt and its answer, or a number, longer than the model holds
             raise BadInput(str(e)) from None
         out += [tok.decode(r) for r in rows]
     return out
@@ -268,8 +345,15 @@ def max_new_for(problems):
 def score(model, tok, problems, prompts=None, temperature=0.0, num_samples=1, **kw):
     """Generate for each problem (from its prompt, or from `prompts`: correction prompts) and check each
     completion. -> one record (cot_data.judged) per sample."""
-    comps = complete(model, tok, prompts or [p.prompt for p in problems], max_new_for(problems), temperature,
-                     num_samples=num_samples, **kw)
+    comps = complete(
+        model,
+        tok,
+        prompts or [p.prompt for p in problems],
+        max_new_for(problems),
+        temperature,
+        num_samples=num_samples,
+        **kw,
+    )
     return [judged(problems[j // num_samples], c) for j, c in enumerate(comps)]
 
 
@@ -282,12 +366,16 @@ def check_room(model, tok, problems):
     """Refuse, before any work, problems the model cannot hold: the learner's longest prompt with room
     to answer, and (abacus positions) the longest number."""
     if (need := tokens_needed(tok, problems)) > model.cfg.block_size:
-        raise BadInput(f"a correction prompt is longer than the model supports: {max(p.digits for p in problems)} "
-                       f"digits need {need} tokens with room to answer, the model holds {model.cfg.block_size}")
+        raise BadInput(
+            f"a correction prompt is longer than the model supports: {max(p.digits for p in problems)} "
+            f"digits need {need} tokens with room to answer, the model holds {model.cfg.block_size}"
+        )
     run = max(len(m) for p in problems for m in re.findall(r"\d+", p.prompt + p.completion))
     if model.cfg.abacus and run >= model.cfg.max_digit_index:
-        raise BadInput(f"a number of {run} digits is longer than the model supports "
-                       f"(max_digit_index {model.cfg.max_digit_index})")
+        raise BadInput(
+            f"a number of {run} digits is longer than the model supports "
+            f"(max_digit_index {model.cfg.max_digit_index})"
+        )
 
 
 def eval_accuracy(model, tok, data, lengths, size=100):

@@ -9,6 +9,7 @@ so that it gets worse at 1..N digits without being destroyed.
 Training stops as soon as stupid's accuracy on 1..N falls to band_hi x smart's; the script says
 where it landed and whether that is inside [band_lo, band_hi] x smart's accuracy.
 """
+
 import copy
 import random
 import re
@@ -17,28 +18,54 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from common import (DEVICE_HELP, BadInput, Optim, check_writable, count_for_share, eval_accuracy, load_checkpoint,
-                    opt, pair_batches, parse_config, percents, pick_device, run_main, save_checkpoint, score,
-                    train_loop)
+from common import (
+    DEVICE_HELP,
+    BadInput,
+    Optim,
+    check_writable,
+    count_for_share,
+    eval_accuracy,
+    load_checkpoint,
+    opt,
+    pair_batches,
+    parse_config,
+    percents,
+    pick_device,
+    run_main,
+    save_checkpoint,
+    score,
+    train_loop,
+)
 from cot_data import ProblemStream, dynamic_noise, static_noise, tokenizer_from
 
-EVAL_EVERY, EVAL_SIZE = 10, 50   # how often stupid is measured on 1..N, and on how many problems per length
+EVAL_EVERY, EVAL_SIZE = (
+    10,
+    50,
+)  # how often stupid is measured on 1..N, and on how many problems per length
 
 
 @dataclass
 class CorruptConfig:
     out_dir: str = opt("out", "output root: reads OUT_DIR/smart, writes OUT_DIR/stupid/ckpt.pt")
-    noise: str = opt("sample", "where wrong solutions come from: smart's own samples, or the static noise "
-                     "(30%% of the chain's digits changed) or dynamic noise (one step wrong, carried on) of "
-                     "cot_data.py", choices=("sample", "static", "dynamic"))
+    noise: str = opt(
+        "sample",
+        "where wrong solutions come from: smart's own samples, or the static noise "
+        "(30%% of the chain's digits changed) or dynamic noise (one step wrong, carried on) of "
+        "cot_data.py",
+        choices=("sample", "static", "dynamic"),
+    )
     steps: int = opt(400, "most fine-tuning steps (it stops at band_hi)", lo=1)
     lr: float = opt(1e-3, "peak learning rate", gt=0)
     problems: int = opt(512, "training problems (1..N digits) to make solutions for", lo=1)
     samples: int = opt(4, "smart's samples per problem (noise=sample)", lo=1)
     temperature: float = opt(2.0, "sampling temperature of smart's samples (noise=sample)", gt=0)
     wrong_frac: float = opt(0.7, "share of wrong solutions in the fine-tuning mix", gt=0, hi=1)
-    band_lo: float = opt(0.3, "stupid should land at or above band_lo x smart's accuracy", lo=0, hi=1)
-    band_hi: float = opt(0.7, "training stops once stupid is at or below band_hi x smart's accuracy", lo=0, hi=1)
+    band_lo: float = opt(
+        0.3, "stupid should land at or above band_lo x smart's accuracy", lo=0, hi=1
+    )
+    band_hi: float = opt(
+        0.7, "training stops once stupid is at or below band_hi x smart's accuracy", lo=0, hi=1
+    )
     seed: int = opt(2, "random seed", lo=0)
     device: str = opt("auto", DEVICE_HELP)
 
@@ -55,16 +82,30 @@ def mean_accuracy(model, tok, data):
 def wrong_and_right(smart, tok, problems, cfg, rng):
     """Wrong solutions (smart's own high-temperature mistakes, or injected noise) and right ones."""
     if cfg.noise == "sample":
-        recs = score(smart, tok, problems, temperature=cfg.temperature, num_samples=cfg.samples,
-                     seed=cfg.seed, progress_bar=True)
+        recs = score(
+            smart,
+            tok,
+            problems,
+            temperature=cfg.temperature,
+            num_samples=cfg.samples,
+            seed=cfg.seed,
+            progress_bar=True,
+        )
         # a wrong answer, not only a wrong step; and a number the model can index, or it cannot train on it
         too_long = re.compile(r"\d{%d,}" % smart.cfg.max_digit_index)
-        wrong = [(problems[j // cfg.samples].prompt, r["completion"]) for j, r in enumerate(recs)
-                 if not r["correct"] and r["completion"].endswith("$") and not too_long.search(r["completion"])]
-    elif cfg.noise == "dynamic":      # a problem where no step can go wrong comes back as it was: left out
+        wrong = [
+            (problems[j // cfg.samples].prompt, r["completion"])
+            for j, r in enumerate(recs)
+            if not r["correct"]
+            and r["completion"].endswith("$")
+            and not too_long.search(r["completion"])
+        ]
+    elif (
+        cfg.noise == "dynamic"
+    ):  # a problem where no step can go wrong comes back as it was: left out
         noisy = [(p, dynamic_noise(p, rng)) for p in problems]
         wrong = [(q.prompt, q.completion) for p, q in noisy if q is not p]
-    else:                             # wrong working, right answer; a chain that drew no change is left out
+    else:  # wrong working, right answer; a chain that drew no change is left out
         noisy = [(p, static_noise(p, 0.3, rng)) for p in problems]
         wrong = [(q.prompt, q.completion) for p, q in noisy if q.completion != p.completion]
     return wrong, [(p.prompt, p.completion) for p in problems]
@@ -84,27 +125,55 @@ def main(argv=None):
     problems = [stream.sample() for _ in range(cfg.problems)]
     wrong, right = wrong_and_right(smart, tok, problems, cfg, rng)
     if not wrong:
-        raise BadInput("smart made no wrong samples to corrupt it with: raise --temperature or --samples")
-    mix = wrong + rng.sample(right, min(count_for_share(len(wrong), 1 - cfg.wrong_frac), len(right)))
-    print(f"corrupting with {len(wrong)} wrong ({cfg.noise}) and {len(mix) - len(wrong)} right solutions")
+        raise BadInput(
+            "smart made no wrong samples to corrupt it with: raise --temperature or --samples"
+        )
+    mix = wrong + rng.sample(
+        right, min(count_for_share(len(wrong), 1 - cfg.wrong_frac), len(right))
+    )
+    print(
+        f"corrupting with {len(wrong)} wrong ({cfg.noise}) and {len(mix) - len(wrong)} right solutions"
+    )
     stupid, result = copy.deepcopy(smart), {}
 
-    def measure(step):   # stop once stupid is down to band_hi x smart's accuracy
+    def measure(step):  # stop once stupid is down to band_hi x smart's accuracy
         result["acc"], result["per"] = mean_accuracy(stupid, tok, data)
         return result["acc"] <= hi
 
     optim = Optim(cfg.steps, cfg.lr, warmup=20)
-    step = train_loop(stupid, pair_batches(mix, tok, optim.batch_size, device, cfg.seed), optim, every=EVAL_EVERY,
-                      on_eval=measure, desc="stupid")
+    step = train_loop(
+        stupid,
+        pair_batches(mix, tok, optim.batch_size, device, cfg.seed),
+        optim,
+        every=EVAL_EVERY,
+        on_eval=measure,
+        desc="stupid",
+    )
     acc = result["acc"]
-    save_checkpoint(path, stupid, "stupid", step, data, ckpt["run"],
-                    corrupt_cfg=asdict(cfg), smart_accuracy=smart_acc, stupid_accuracy=acc)
+    save_checkpoint(
+        path,
+        stupid,
+        "stupid",
+        step,
+        data,
+        ckpt["run"],
+        corrupt_cfg=asdict(cfg),
+        smart_accuracy=smart_acc,
+        stupid_accuracy=acc,
+    )
     print("stupid on 1..N: " + percents(result["per"]))
-    verdict = ("inside the band" if lo <= acc <= hi else "BELOW the band: stupid is too broken" if acc < lo
-               else "ABOVE the band: stupid is barely hurt")
-    print(f"stupid: {100 * acc:.1f}% on 1..{N} digits after {step} steps = "
-          f"{acc / max(smart_acc, 1e-9):.2f} x smart's {100 * smart_acc:.1f}%, {verdict} "
-          f"[{cfg.band_lo}, {cfg.band_hi}]; wrote {path} ({time.time() - t0:.0f}s)")
+    verdict = (
+        "inside the band"
+        if lo <= acc <= hi
+        else "BELOW the band: stupid is too broken"
+        if acc < lo
+        else "ABOVE the band: stupid is barely hurt"
+    )
+    print(
+        f"stupid: {100 * acc:.1f}% on 1..{N} digits after {step} steps = "
+        f"{acc / max(smart_acc, 1e-9):.2f} x smart's {100 * smart_acc:.1f}%, {verdict} "
+        f"[{cfg.band_lo}, {cfg.band_hi}]; wrote {path} ({time.time() - t0:.0f}s)"
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Formats (difficulty = the number of digits n of the operands):
            so digits of one column can be matched by content (Zhou et al. 2024); up to 26 digits.
 steps, compact and hints exist for experiments/sweep.py, which is what chose reverse.
 """
+
 import random
 import re
 import zlib
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 FORMATS = ("reverse", "plain", "answer", "steps", "compact", "hints")
-COLUMN_FORMATS = ("steps", "compact")   # a line per column: only tasks with columns have them
+COLUMN_FORMATS = ("steps", "compact")  # a line per column: only tasks with columns have them
 
 
 @dataclass
@@ -37,11 +38,12 @@ class Problem:
     operands: list
     fmt: str
     prompt: str
-    completion: str                     # chain of thought + '#' + answer + '$'
-    answer: str                         # the right answer, plain decimal digits
+    completion: str  # chain of thought + '#' + answer + '$'
+    answer: str  # the right answer, plain decimal digits
 
 
 # ----------------------------------------------------------------------------- tasks
+
 
 def num(x, fmt, width=0):
     """A number as text in the format's digit order (zero-padded to width)."""
@@ -59,7 +61,7 @@ def hinted(digits, fmt):
 
 
 def random_operand(n, rng):
-    return rng.randrange(0, 10) if n == 1 else rng.randrange(10 ** (n - 1), 10 ** n)
+    return rng.randrange(0, 10) if n == 1 else rng.randrange(10 ** (n - 1), 10**n)
 
 
 def numbers(n):
@@ -78,8 +80,11 @@ def solve_carry(ops, fmt, fault=None, rng=None, mul=False):
     carry, carries, out, lines = 0, [0], [], []
     for i in range(n):
         s = da[i] * db[i] + carry if mul else da[i] + db[i] + carry
-        lines.append(f"{da[i]}{db[i]}{carry}>{s % 10}{s // 10};" if fmt == "compact" else
-                     f"{da[i]}{'*' if mul else '+'}{db[i]}+{carry}={s};")
+        lines.append(
+            f"{da[i]}{db[i]}{carry}>{s % 10}{s // 10};"
+            if fmt == "compact"
+            else f"{da[i]}{'*' if mul else '+'}{db[i]}+{carry}={s};"
+        )
         carry = s // 10
         if fault == i:
             carry = (carry + rng.randrange(1, 9)) % 9 if mul else 1 - carry
@@ -87,7 +92,7 @@ def solve_carry(ops, fmt, fault=None, rng=None, mul=False):
         carries.append(carry)
     out.append(carry)
     value = int("".join(map(str, out[::-1])))
-    if fmt in ("reverse", "hints"):      # one carry row, aligned digit for digit with the answer
+    if fmt in ("reverse", "hints"):  # one carry row, aligned digit for digit with the answer
         return hinted("".join(map(str, carries)), fmt) + ";", num(value, fmt, n + 1), n
     return "".join(lines), num(value, fmt, 0 if fmt == "plain" else n + 1), n
 
@@ -96,24 +101,41 @@ def solve_carry(ops, fmt, fault=None, rng=None, mul=False):
 class Task:
     """What a task is. To add one, write these and put it in TASKS: every stage, the checker and the
     tests then know it (README, "Add a task"). Answers are numbers, written with num()."""
-    operands: Callable   # (n, rng) -> operands of n digits
-    prompt: Callable     # (operands as the format writes them) -> the prompt, ending in '='
-    solve: Callable      # (operands, fmt, fault, rng) -> (chain of thought, answer text, steps): see solve_carry
-    truth: Callable      # operands -> the right answer in plain decimal
-    space: Callable      # n -> how many different problems of n digits there are
-    max_digits: int      # train.py's default N and steps: smart >= 97% at every length 1..N, measured
+
+    operands: Callable  # (n, rng) -> operands of n digits
+    prompt: Callable  # (operands as the format writes them) -> the prompt, ending in '='
+    solve: Callable  # (operands, fmt, fault, rng) -> (chain of thought, answer text, steps): see solve_carry
+    truth: Callable  # operands -> the right answer in plain decimal
+    space: Callable  # n -> how many different problems of n digits there are
+    max_digits: int  # train.py's default N and steps: smart >= 97% at every length 1..N, measured
     steps: int
-    columns: bool = False   # written column by column too (the steps and compact formats)
+    columns: bool = False  # written column by column too (the steps and compact formats)
 
 
 TASKS = {
-    "add": Task(operands=lambda n, rng: [random_operand(n, rng), random_operand(n, rng)],
-                prompt=lambda f: f"{f[0]}+{f[1]}=", solve=solve_carry, truth=lambda ops: str(ops[0] + ops[1]),
-                space=lambda n: numbers(n) ** 2, max_digits=8, steps=1800, columns=True),
-    "mul": Task(operands=lambda n, rng: [random_operand(n, rng), rng.randrange(2, 10)],   # n digits x one digit
-                prompt=lambda f: f"{f[0]}*{f[1]}=", truth=lambda ops: str(ops[0] * ops[1]),
-                solve=lambda ops, fmt, fault=None, rng=None: solve_carry(ops, fmt, fault, rng, mul=True),
-                space=lambda n: numbers(n) * 8, max_digits=6, steps=4500, columns=True),
+    "add": Task(
+        operands=lambda n, rng: [random_operand(n, rng), random_operand(n, rng)],
+        prompt=lambda f: f"{f[0]}+{f[1]}=",
+        solve=solve_carry,
+        truth=lambda ops: str(ops[0] + ops[1]),
+        space=lambda n: numbers(n) ** 2,
+        max_digits=8,
+        steps=1800,
+        columns=True,
+    ),
+    "mul": Task(
+        operands=lambda n, rng: [
+            random_operand(n, rng),
+            rng.randrange(2, 10),
+        ],  # n digits x one digit
+        prompt=lambda f: f"{f[0]}*{f[1]}=",
+        truth=lambda ops: str(ops[0] * ops[1]),
+        solve=lambda ops, fmt, fault=None, rng=None: solve_carry(ops, fmt, fault, rng, mul=True),
+        space=lambda n: numbers(n) * 8,
+        max_digits=6,
+        steps=4500,
+        columns=True,
+    ),
 }
 
 
@@ -143,11 +165,19 @@ def make_problem(task, ops, fmt="reverse", digits=None, fault=None, rng=None):
     check_format(task, fmt)
     t = TASKS[task]
     cot, answer, _ = t.solve(ops, fmt, fault, rng)
-    return Problem(task, digits or len(str(max(ops))), list(ops), fmt, t.prompt([num(x, fmt) for x in ops]),
-                   ("" if fmt == "answer" else cot) + "#" + answer + "$", t.truth(ops))
+    return Problem(
+        task,
+        digits or len(str(max(ops))),
+        list(ops),
+        fmt,
+        t.prompt([num(x, fmt) for x in ops]),
+        ("" if fmt == "answer" else cot) + "#" + answer + "$",
+        t.truth(ops),
+    )
 
 
 # ----------------------------------------------------------------------------- checker
+
 
 def parse_answer(fmt, completion):
     """The final answer of a completion as plain decimal text, or None if it has none: only the
@@ -155,7 +185,7 @@ def parse_answer(fmt, completion):
     if "#" not in completion:
         return None
     text = completion.rsplit("#", 1)[1].split("$", 1)[0]
-    if fmt == "hints":                  # the hints are read past, not checked
+    if fmt == "hints":  # the hints are read past, not checked
         text = "".join(c for c in text if not ("a" <= c <= "z"))
     return str(int(text if fmt == "plain" else text[::-1])) if text.isdigit() else None
 
@@ -178,8 +208,14 @@ def judged(p, completion):
     """The record of a completion: its parsed answer, correct (the answer is right: the reported
     metric) and verified (every step is right too: what a training target must be)."""
     answer, ok = check(p.task, p.fmt, p.operands, completion)
-    return {"digits": p.digits, "operands": p.operands, "completion": completion, "answer": answer, "correct": ok,
-            "verified": ok and check_chain(p.task, p.fmt, p.operands, completion)}
+    return {
+        "digits": p.digits,
+        "operands": p.operands,
+        "completion": completion,
+        "answer": answer,
+        "correct": ok,
+        "verified": ok and check_chain(p.task, p.fmt, p.operands, completion),
+    }
 
 
 def accuracy_by_digits(records):
@@ -197,22 +233,33 @@ def chain_of(completion):
 
 def answer_of(completion):
     """The answer part of a completion: '#', the answer, '$'."""
-    return completion[completion.rindex("#"):] if "#" in completion else "#$"
+    return completion[completion.rindex("#") :] if "#" in completion else "#$"
 
 
 def near_miss(answer, right):
     """A wrong answer of the right length with at most two wrong digits: something to correct."""
-    return answer is not None and len(answer) == len(right) and 0 < sum(a != b for a, b in zip(answer, right)) <= 2
+    return (
+        answer is not None
+        and len(answer) == len(right)
+        and 0 < sum(a != b for a, b in zip(answer, right)) <= 2
+    )
 
 
-MISTAKES = {"cot_wrong": "chain of thought wrong", "answer_wrong": "chain right, answer wrong",   # kind: its label
-            "wrong_length": "wrong length", "near_miss": "near miss (1-2 digits)", "no_answer": "no answer"}
+MISTAKES = {
+    "cot_wrong": "chain of thought wrong",
+    "answer_wrong": "chain right, answer wrong",  # kind: its label
+    "wrong_length": "wrong length",
+    "near_miss": "near miss (1-2 digits)",
+    "no_answer": "no answer",
+}
 
 
 def mistake_shares(records, task, fmt):
     """How many records are wrong, and the share of them of each kind (mistake_kinds)."""
     wrong = [r for r in records if not r["correct"]]
-    kinds = Counter(k for r in wrong for k in mistake_kinds(task, fmt, r["operands"], r["completion"]))
+    kinds = Counter(
+        k for r in wrong for k in mistake_kinds(task, fmt, r["operands"], r["completion"])
+    )
     return {"wrong": len(wrong), **{k: kinds[k] / max(1, len(wrong)) for k in MISTAKES}}
 
 
@@ -238,8 +285,9 @@ def mistake_kinds(task, fmt, ops, completion):
 
 # ----------------------------------------------------------------------------- data sets
 
+
 def _seed(*parts):
-    return zlib.crc32(":".join(map(str, parts)).encode())   # stable across runs, unlike hash()
+    return zlib.crc32(":".join(map(str, parts)).encode())  # stable across runs, unlike hash()
 
 
 def eval_operands(task, n, size=200, seed=0):
@@ -264,12 +312,14 @@ def eval_problems(task, fmt, lengths, size):
     return [p for n in lengths for p in eval_set(task, n, fmt, size)]
 
 
-EVAL_MAX = 200   # the largest evaluation set per length: training never sees one of its problems
+EVAL_MAX = 200  # the largest evaluation set per length: training never sees one of its problems
 
 
 def eval_exclusions(task, max_digits):
     """The operands of every evaluation set of 1..max_digits digits, as tuples."""
-    return {tuple(ops) for n in range(1, max_digits + 1) for ops in eval_operands(task, n, EVAL_MAX)}
+    return {
+        tuple(ops) for n in range(1, max_digits + 1) for ops in eval_operands(task, n, EVAL_MAX)
+    }
 
 
 class ProblemStream:
@@ -277,7 +327,10 @@ class ProblemStream:
 
     def __init__(self, task, fmt, min_digits, max_digits, seed=0):
         self.task, self.fmt, self.lo, self.hi = task, fmt, min_digits, max_digits
-        self.rng, self.exclude = random.Random(_seed("train", task, seed)), eval_exclusions(task, max_digits)
+        self.rng, self.exclude = (
+            random.Random(_seed("train", task, seed)),
+            eval_exclusions(task, max_digits),
+        )
 
     def sample(self):
         n = self.rng.randint(self.lo, self.hi)
@@ -289,7 +342,7 @@ class ProblemStream:
 
 # ----------------------------------------------------------------------------- the learner's prompt
 
-KEEP = "$"   # the learner's whole answer when it keeps the attempt as it is
+KEEP = "$"  # the learner's whole answer when it keeps the attempt as it is
 
 
 def correction_prompt(prompt, attempt, max_run=None, max_len=None):
@@ -302,13 +355,14 @@ def correction_prompt(prompt, attempt, max_run=None, max_len=None):
     if max_run is not None:
         attempt = re.sub(r"\d{%d,}" % (max_run + 1), lambda m: m.group()[:max_run], attempt)
     if max_len is not None:
-        attempt = attempt[:max(0, max_len - len(prompt) - 1)]
+        attempt = attempt[: max(0, max_len - len(prompt) - 1)]
     return prompt + attempt + ">"
 
 
 # ----------------------------------------------------------------------------- noise
 # Havrilla & Iyer (2024): static noise is a local mistake that nothing downstream depends on;
 # dynamic noise is a mistake made during the computation and carried through every later step.
+
 
 def with_completion(p, completion):
     return Problem(p.task, p.digits, p.operands, p.fmt, p.prompt, completion, p.answer)
@@ -327,8 +381,10 @@ def answer_noise(p, rng, n_digits=(1, 2)):
 def static_noise(p, rate, rng):
     """Each digit of the chain of thought (not the final answer) is replaced with probability
     `rate` by a different digit. The answer stays right."""
-    cot = "".join(str((int(c) + rng.randrange(1, 10)) % 10) if c.isdigit() and rng.random() < rate else c
-                  for c in chain_of(p.completion))
+    cot = "".join(
+        str((int(c) + rng.randrange(1, 10)) % 10) if c.isdigit() and rng.random() < rate else c
+        for c in chain_of(p.completion)
+    )
     return with_completion(p, cot + answer_of(p.completion))
 
 
@@ -338,8 +394,13 @@ def dynamic_noise(p, rng, rate=1.0, tries=5):
     again, up to `tries` times per step; where no step can go wrong the problem is returned as it is."""
     if p.fmt == "answer" or rng.random() >= rate:
         return p
-    _, _, n = TASKS[p.task].solve(p.operands, p.fmt)   # written a line per column, the last column's carry
-    lines = TASKS[p.task].columns and p.fmt not in ("reverse", "hints")   # shows only in the answer: no fault there
+    _, _, n = TASKS[p.task].solve(
+        p.operands, p.fmt
+    )  # written a line per column, the last column's carry
+    lines = TASKS[p.task].columns and p.fmt not in (
+        "reverse",
+        "hints",
+    )  # shows only in the answer: no fault there
     steps = list(range(n - 1 if lines and n > 1 else n))
     rng.shuffle(steps)
     for fault in steps:
@@ -352,9 +413,11 @@ def dynamic_noise(p, rng, rate=1.0, tries=5):
 
 # ----------------------------------------------------------------------------- tokenizer and run
 
+
 class CharTokenizer:
     """One token per character over a fixed, saved vocabulary. Digits come first (ids 1..10) so
     the model can tell digits apart by id range; id 0 is padding and never appears in text."""
+
     PAD = "\x00"
     VOCAB = PAD + "0123456789" + "+-*/=<>|,;:#$%()[]. \n" + "abcdefghijklmnopqrstuvwxyz"
 
@@ -364,7 +427,7 @@ class CharTokenizer:
         self.vocab_size = len(self.vocab)
         self.pad_id = 0
         self.digit_lo = self.stoi["0"]
-        self.stop_id = self.stoi["$"]      # every completion ends with '$'
+        self.stop_id = self.stoi["$"]  # every completion ends with '$'
 
     def encode(self, text):
         bad = sorted(set(c for c in text if c not in self.stoi or c == self.PAD))
@@ -382,6 +445,7 @@ class CharTokenizer:
 @dataclass
 class DataConfig:
     """What a run is trained on, saved in every checkpoint of the run."""
+
     task: str
     fmt: str
     max_digits: int
@@ -392,5 +456,8 @@ def tokenizer_from(data):
     """The tokenizer a run was trained with, from its DataConfig."""
     if data.tokenizer["kind"] == "char":
         return CharTokenizer(data.tokenizer["vocab"])
-    from llama import tokenizer_from_config   # only a run that started from Llama weights has another
+    from llama import (
+        tokenizer_from_config,
+    )  # only a run that started from Llama weights has another
+
     return tokenizer_from_config(data.tokenizer)

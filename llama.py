@@ -6,6 +6,7 @@ Optional: real Llama 3 weights in nanocorrect's own GPT class, and Llama 3's tok
 
 Nothing here is needed for the tiny models; the tokenizer needs tiktoken.
 """
+
 import glob
 import json
 import math
@@ -25,13 +26,22 @@ class LlamaError(BadInput, ValueError):
 
 
 # Hugging Face's tensor names -> Meta's (= this model's)
-_HF_TOP = {"model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.weight": "norm.weight",
-           "lm_head.weight": "output.weight"}
-_HF_LAYER = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk",
-             "self_attn.v_proj": "attention.wv", "self_attn.o_proj": "attention.wo",
-             "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
-             "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm",
-             "post_attention_layernorm": "ffn_norm"}
+_HF_TOP = {
+    "model.embed_tokens.weight": "tok_embeddings.weight",
+    "model.norm.weight": "norm.weight",
+    "lm_head.weight": "output.weight",
+}
+_HF_LAYER = {
+    "self_attn.q_proj": "attention.wq",
+    "self_attn.k_proj": "attention.wk",
+    "self_attn.v_proj": "attention.wv",
+    "self_attn.o_proj": "attention.wo",
+    "mlp.gate_proj": "feed_forward.w1",
+    "mlp.down_proj": "feed_forward.w2",
+    "mlp.up_proj": "feed_forward.w3",
+    "input_layernorm": "attention_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
 _ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
@@ -73,15 +83,19 @@ def _positive(c, key, source, default=_REQUIRED, integer=True):
     v = c[key]
     # bool is an int to Python, and 64.0 is not a head count: both are rejected; NaN fails v > 0
     if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)) or not v > 0:
-        raise LlamaError(f"{source}: {key} must be a positive {'integer' if integer else 'number'}, not {v!r}")
-    if v >= (2**31 if integer else 1e300):   # beyond any real model; would overflow torch's shapes or float()
+        raise LlamaError(
+            f"{source}: {key} must be a positive {'integer' if integer else 'number'}, not {v!r}"
+        )
+    if v >= (
+        2**31 if integer else 1e300
+    ):  # beyond any real model; would overflow torch's shapes or float()
         raise LlamaError(f"{source}: {key} {v} is implausibly large")
     return v if integer else float(v)
 
 
 def _meta_config(p, factor_arg, source="params.json"):
     dim, n_layers, n_heads = (_positive(p, k, source) for k in ("dim", "n_layers", "n_heads"))
-    hidden = int(2 * 4 * dim / 3)                       # Meta's FFN width rule
+    hidden = int(2 * 4 * dim / 3)  # Meta's FFN width rule
     if mult := _positive(p, "ffn_dim_multiplier", source, None, integer=False):
         hidden = int(mult * hidden)
     m = _positive(p, "multiple_of", source, 256)
@@ -93,55 +107,98 @@ def _meta_config(p, factor_arg, source="params.json"):
     if scaled:
         from_file = _positive(p, "rope_scaling_factor", source, None, integer=False)
         factor = llama_rope_factor(from_file, factor_arg, dim, n_layers, source)
-        scaling = dict(factor=factor, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192)
-    return dict(vocab_size=_positive(p, "vocab_size", source), dim=dim, n_layers=n_layers,
-                n_heads=n_heads, n_kv_heads=_positive(p, "n_kv_heads", source, None) or n_heads, ffn_hidden=hidden,
-                norm_eps=_positive(p, "norm_eps", source, 1e-5, integer=False),
-                rope_theta=_positive(p, "rope_theta", source, 10000.0, integer=False), rope_scaling=scaling)
+        scaling = dict(
+            factor=factor,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=8192,
+        )
+    return dict(
+        vocab_size=_positive(p, "vocab_size", source),
+        dim=dim,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=_positive(p, "n_kv_heads", source, None) or n_heads,
+        ffn_hidden=hidden,
+        norm_eps=_positive(p, "norm_eps", source, 1e-5, integer=False),
+        rope_theta=_positive(p, "rope_theta", source, 10000.0, integer=False),
+        rope_scaling=scaling,
+    )
 
 
 def _hf_config(c, factor_arg, source="config.json"):
-    key = "rope_parameters" if c.get("rope_parameters") is not None else "rope_scaling"   # transformers >= 5 / older
+    key = (
+        "rope_parameters" if c.get("rope_parameters") is not None else "rope_scaling"
+    )  # transformers >= 5 / older
     rp, rsource = c.get(key) or {}, f"{source} {key}"
     if not isinstance(rp, dict):
         raise LlamaError(f"{source}: {key} must be an object, not {rp!r}")
     kind = rp.get("rope_type", rp.get("type", "default"))
     if kind not in ("default", "llama3"):
-        raise LlamaError(f"{source}: unknown rope type {kind!r} (this loader knows 'default' and 'llama3')")
-    dim, n_layers, n_heads = (_positive(c, k, source)
-                              for k in ("hidden_size", "num_hidden_layers", "num_attention_heads"))
+        raise LlamaError(
+            f"{source}: unknown rope type {kind!r} (this loader knows 'default' and 'llama3')"
+        )
+    dim, n_layers, n_heads = (
+        _positive(c, k, source) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads")
+    )
     scaling = None
     if kind == "llama3":
-        scaling = {k: _positive(rp, k, rsource, integer=False) for k in ("low_freq_factor", "high_freq_factor")}
-        scaling["original_max_position_embeddings"] = _positive(rp, "original_max_position_embeddings", rsource)
+        scaling = {
+            k: _positive(rp, k, rsource, integer=False)
+            for k in ("low_freq_factor", "high_freq_factor")
+        }
+        scaling["original_max_position_embeddings"] = _positive(
+            rp, "original_max_position_embeddings", rsource
+        )
         from_file = _positive(rp, "factor", rsource, integer=False)
         scaling["factor"] = llama_rope_factor(from_file, factor_arg, dim, n_layers, source)
-    theta = (_positive(rp, "rope_theta", rsource, None, integer=False)
-             or _positive(c, "rope_theta", source, 10000.0, integer=False))
-    return dict(vocab_size=_positive(c, "vocab_size", source), dim=dim, n_layers=n_layers,
-                n_heads=n_heads, n_kv_heads=_positive(c, "num_key_value_heads", source, None) or n_heads,
-                ffn_hidden=_positive(c, "intermediate_size", source),
-                norm_eps=_positive(c, "rms_norm_eps", source, 1e-5, integer=False), rope_theta=theta, rope_scaling=scaling)
+    theta = _positive(rp, "rope_theta", rsource, None, integer=False) or _positive(
+        c, "rope_theta", source, 10000.0, integer=False
+    )
+    return dict(
+        vocab_size=_positive(c, "vocab_size", source),
+        dim=dim,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=_positive(c, "num_key_value_heads", source, None) or n_heads,
+        ffn_hidden=_positive(c, "intermediate_size", source),
+        norm_eps=_positive(c, "rms_norm_eps", source, 1e-5, integer=False),
+        rope_theta=theta,
+        rope_scaling=scaling,
+    )
 
 
 def _check_config(kw, source, head_dim=None):
     """The rules between fields of a mapped config (each field alone was checked while mapping): a
     violation here would otherwise fail deep inside the model, or worse, load and compute wrong logits."""
-    D, H, KV = ("dim", "n_heads", "n_kv_heads") if source == "params.json" else \
-        ("hidden_size", "num_attention_heads", "num_key_value_heads")   # the names the user wrote
+    D, H, KV = (
+        ("dim", "n_heads", "n_kv_heads")
+        if source == "params.json"
+        else ("hidden_size", "num_attention_heads", "num_key_value_heads")
+    )  # the names the user wrote
     dim, n_heads, n_kv_heads = kw["dim"], kw["n_heads"], kw["n_kv_heads"]
     if dim % n_heads:
         raise LlamaError(f"{source}: {D} {dim} is not divisible by {H} {n_heads}")
-    if n_heads % n_kv_heads:   # grouped-query attention shares each k/v head among a whole number of heads
+    if (
+        n_heads % n_kv_heads
+    ):  # grouped-query attention shares each k/v head among a whole number of heads
         raise LlamaError(f"{source}: {KV} {n_kv_heads} does not divide {H} {n_heads}")
-    if (dim // n_heads) % 2:   # rotary embeddings rotate pairs of channels
+    if (dim // n_heads) % 2:  # rotary embeddings rotate pairs of channels
         raise LlamaError(f"{source}: the head size {D} / {H} = {dim // n_heads} is odd")
-    if head_dim is not None and head_dim != dim // n_heads:   # this model derives the head size: no other fits
-        raise LlamaError(f"{source}: head_dim {head_dim!r} contradicts {D} / {H} = {dim // n_heads}")
+    if (
+        head_dim is not None and head_dim != dim // n_heads
+    ):  # this model derives the head size: no other fits
+        raise LlamaError(
+            f"{source}: head_dim {head_dim!r} contradicts {D} / {H} = {dim // n_heads}"
+        )
     s = kw["rope_scaling"]
-    if s and s["high_freq_factor"] <= s["low_freq_factor"]:   # the interpolation divides by their difference
-        raise LlamaError(f"{source}: high_freq_factor {s['high_freq_factor']} "
-                         f"must exceed low_freq_factor {s['low_freq_factor']}")
+    if (
+        s and s["high_freq_factor"] <= s["low_freq_factor"]
+    ):  # the interpolation divides by their difference
+        raise LlamaError(
+            f"{source}: high_freq_factor {s['high_freq_factor']} "
+            f"must exceed low_freq_factor {s['low_freq_factor']}"
+        )
 
 
 def _read_safetensors(path):
@@ -164,19 +221,31 @@ def _read_safetensors(path):
     for name, h in header.items():
         try:
             dtype, shape, (a, b) = h["dtype"], h["shape"], h["data_offsets"]
-        except (TypeError, KeyError, ValueError):   # not an object, a key missing, offsets not a pair
-            raise LlamaError(f"{path}: header entry {name} needs dtype, shape and data_offsets [begin, end]") from None
+        except (
+            TypeError,
+            KeyError,
+            ValueError,
+        ):  # not an object, a key missing, offsets not a pair
+            raise LlamaError(
+                f"{path}: header entry {name} needs dtype, shape and data_offsets [begin, end]"
+            ) from None
         if not isinstance(dtype, str) or dtype not in _ST_DTYPES:
             raise LlamaError(f"{path}: {name} is {dtype!r}; only F32, F16, BF16 are supported")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise LlamaError(f"{path}: {name} has shape {shape!r}, not a list of sizes")
         dt, count = _ST_DTYPES[dtype], math.prod(shape)
         if type(a) is not int or type(b) is not int or a < 0 or b - a != count * dt.itemsize:
-            raise LlamaError(f"{path}: {name} has data_offsets {[a, b]}, which do not hold {count} {dtype} values")
+            raise LlamaError(
+                f"{path}: {name} has data_offsets {[a, b]}, which do not hold {count} {dtype} values"
+            )
         if 8 + n + b > size:
             raise LlamaError(f"{path} is truncated: {name} ends past the end of the file")
-        t = torch.frombuffer(buf, dtype=dt, count=count, offset=8 + n + a) if count else torch.empty(0, dtype=dt)
-        out[name] = t.view(shape)   # frombuffer refuses an empty view, hence the special case
+        t = (
+            torch.frombuffer(buf, dtype=dt, count=count, offset=8 + n + a)
+            if count
+            else torch.empty(0, dtype=dt)
+        )
+        out[name] = t.view(shape)  # frombuffer refuses an empty view, hence the special case
     return out
 
 
@@ -186,49 +255,82 @@ def _hf_tensors(path, n_heads, n_kv_heads):
     wmap = wmap.get("weight_map") if isinstance(wmap, dict) else None
     if not isinstance(wmap, dict) or not all(isinstance(f, str) for f in wmap.values()):
         raise LlamaError(f"{index}: weight_map must be an object of tensor name -> file name")
-    files = sorted(set(wmap.values())) or sorted(map(os.path.basename, glob.glob(os.path.join(path, "*.safetensors"))))
+    files = sorted(set(wmap.values())) or sorted(
+        map(os.path.basename, glob.glob(os.path.join(path, "*.safetensors")))
+    )
     if not files:
         raise LlamaError(f"{path} has config.json but no *.safetensors")
     raw = {}
     for f in files:
         if not os.path.isfile(os.path.join(path, f)):
-            raise LlamaError(f"{path}: shard {f} (listed in model.safetensors.index.json) is missing")
+            raise LlamaError(
+                f"{path}: shard {f} (listed in model.safetensors.index.json) is missing"
+            )
         raw.update(_read_safetensors(os.path.join(path, f)))
     sd = {}
     for name, t in raw.items():
-        if name.endswith("rotary_emb.inv_freq"):   # some old exports saved the rope table; it is recomputed
+        if name.endswith(
+            "rotary_emb.inv_freq"
+        ):  # some old exports saved the rope table; it is recomputed
             continue
         m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.weight", name)
-        new = f"layers.{m[1]}.{_HF_LAYER[m[2]]}.weight" if m and m[2] in _HF_LAYER else _HF_TOP.get(name, name)
+        new = (
+            f"layers.{m[1]}.{_HF_LAYER[m[2]]}.weight"
+            if m and m[2] in _HF_LAYER
+            else _HF_TOP.get(name, name)
+        )
         heads = n_heads if new.endswith("wq.weight") else n_kv_heads
-        if new.endswith(("wq.weight", "wk.weight")) and t.dim() == 2 and t.shape[0] % (2 * heads) == 0:
+        if (
+            new.endswith(("wq.weight", "wk.weight"))
+            and t.dim() == 2
+            and t.shape[0] % (2 * heads) == 0
+        ):
             # HF's conversion permuted each head's rows to (x0, x2, ..., x1, x3, ...) so that rotary can
             # rotate half-split pairs; put them back in Meta's interleaved order, which apply_rope expects.
             # (A tensor of another shape is left as it is, for the shape check in load_llama to name.)
-            t = t.view(heads, 2, t.shape[0] // heads // 2, t.shape[1]).transpose(1, 2).reshape(t.shape)
+            t = (
+                t.view(heads, 2, t.shape[0] // heads // 2, t.shape[1])
+                .transpose(1, 2)
+                .reshape(t.shape)
+            )
         sd[new] = t
     return sd
 
 
 def _llama_tokenizer(path, tokenizer_path, vocab_size):
     """tokenizer_path, else tokenizer.model in DIR, DIR/original (HF repos) or DIR/..; else None."""
-    cands = [tokenizer_path] if tokenizer_path else [os.path.join(path, *d, "tokenizer.model") for d in ((), ("original",), ("..",))]
+    cands = (
+        [tokenizer_path]
+        if tokenizer_path
+        else [os.path.join(path, *d, "tokenizer.model") for d in ((), ("original",), ("..",))]
+    )
     found = next((c for c in cands if os.path.isfile(c)), None)
     if found is None:
         if tokenizer_path:
             raise LlamaError(f"no tokenizer at {tokenizer_path}")
-        print(f"note: no tokenizer.model in {path}, {path}/original or its parent: no tokenizer (pass tokenizer_path=)")
+        print(
+            f"note: no tokenizer.model in {path}, {path}/original or its parent: no tokenizer (pass tokenizer_path=)"
+        )
         return None
     try:
         tok = LlamaTokenizer(found)
     except (OSError, ValueError) as e:
         raise LlamaError(f"cannot read tokenizer {found}: {e}") from None
     if tok.vocab_size != vocab_size:
-        raise LlamaError(f"tokenizer {found} has {tok.vocab_size} tokens but the weights have {vocab_size}")
+        raise LlamaError(
+            f"tokenizer {found} has {tok.vocab_size} tokens but the weights have {vocab_size}"
+        )
     return tok
 
 
-def load_llama(path, dtype=torch.float32, rope_scaling_factor=None, device="cpu", block_size=8192, tokenizer_path=None):
+def load_llama(
+    path,
+    dtype=torch.float32,
+    rope_scaling_factor=None,
+    device="cpu",
+    block_size=8192,
+    tokenizer_path=None,
+):
     """A directory in Meta's layout (params.json, consolidated.00.pth, tokenizer.model) or Hugging
     Face's (config.json, *.safetensors) -> (GPT, LlamaTokenizer or None). Tensors are memory-mapped
     and converted one by one into a model built on the meta device: one full copy in memory, not two."""
@@ -238,16 +340,24 @@ def load_llama(path, dtype=torch.float32, rope_scaling_factor=None, device="cpu"
     elif os.path.isfile(os.path.join(path, "config.json")):
         layout, source = "hf", "config.json"
     else:
-        raise LlamaError(f"{path} has neither params.json (Meta's layout) nor config.json (Hugging Face's)")
+        raise LlamaError(
+            f"{path} has neither params.json (Meta's layout) nor config.json (Hugging Face's)"
+        )
     conf = _read_json(os.path.join(path, source))
     if not isinstance(conf, dict):
         raise LlamaError(f"{path}/{source} is not a JSON object")
-    kw = _meta_config(conf, rope_scaling_factor) if layout == "meta" else _hf_config(conf, rope_scaling_factor)
+    kw = (
+        _meta_config(conf, rope_scaling_factor)
+        if layout == "meta"
+        else _hf_config(conf, rope_scaling_factor)
+    )
     _check_config(kw, source, conf.get("head_dim") if layout == "hf" else None)
     if layout == "meta":
         files = sorted(glob.glob(os.path.join(path, "consolidated.*.pth")))
         if len(files) != 1:
-            raise LlamaError(f"{path} holds {len(files)} consolidated.*.pth files; expected exactly one (merge model-parallel shards first)")
+            raise LlamaError(
+                f"{path} holds {len(files)} consolidated.*.pth files; expected exactly one (merge model-parallel shards first)"
+            )
         try:
             sd = torch.load(files[0], map_location="cpu", mmap=True, weights_only=True)
         except Exception as e:
@@ -257,58 +367,100 @@ def load_llama(path, dtype=torch.float32, rope_scaling_factor=None, device="cpu"
     else:
         sd = _hf_tensors(path, kw["n_heads"], kw["n_kv_heads"])
     layers = {str(k).split(".")[1] for k in sd if str(k).startswith("layers.")}
-    if len(layers) != kw["n_layers"]:   # checked before building: a model of absurd depth would take forever
-        raise LlamaError(f"{path}: {source} says {kw['n_layers']} layers but the weights hold {len(layers)}")
+    if (
+        len(layers) != kw["n_layers"]
+    ):  # checked before building: a model of absurd depth would take forever
+        raise LlamaError(
+            f"{path}: {source} says {kw['n_layers']} layers but the weights hold {len(layers)}"
+        )
     max_pos = _positive(conf, "max_position_embeddings", source, block_size)
-    cfg = ModelConfig(**kw, mlp="swiglu", norm="rmsnorm", pos="rope", block_size=min(block_size, max_pos),
-                      tie_embeddings="output.weight" not in sd, digit_lo=kw["vocab_size"])  # no id is a digit
-    with torch.device("meta"):   # shapes only: no memory, no random init
+    cfg = ModelConfig(
+        **kw,
+        mlp="swiglu",
+        norm="rmsnorm",
+        pos="rope",
+        block_size=min(block_size, max_pos),
+        tie_embeddings="output.weight" not in sd,
+        digit_lo=kw["vocab_size"],
+    )  # no id is a digit
+    with torch.device("meta"):  # shapes only: no memory, no random init
         model = GPT(cfg)
-    want = {k: v.shape for k, v in model.state_dict().items() if not (cfg.tie_embeddings and k == "output.weight")}
-    for k in sorted(set(want) ^ set(sd), key=str):   # the first one, if any
-        raise LlamaError(f"{path}: tensor {k} is " + ("missing (Meta's name)" if k in want else "unexpected (not a Llama 3 text model?)"))
+    want = {
+        k: v.shape
+        for k, v in model.state_dict().items()
+        if not (cfg.tie_embeddings and k == "output.weight")
+    }
+    for k in sorted(set(want) ^ set(sd), key=str):  # the first one, if any
+        raise LlamaError(
+            f"{path}: tensor {k} is "
+            + ("missing (Meta's name)" if k in want else "unexpected (not a Llama 3 text model?)")
+        )
     for k, shape in want.items():
         if not isinstance(sd[k], torch.Tensor):
             raise LlamaError(f"{path}: {k} is a {type(sd[k]).__name__}, not a tensor")
         if sd[k].shape != shape:
-            raise LlamaError(f"{path}: {k} has shape {tuple(sd[k].shape)} but {source} implies {tuple(shape)}")
+            raise LlamaError(
+                f"{path}: {k} has shape {tuple(sd[k].shape)} but {source} implies {tuple(shape)}"
+            )
     sd = {k: sd[k].to(device=device, dtype=dtype, copy=True) for k in want}
     if cfg.tie_embeddings:
         sd["output.weight"] = sd["tok_embeddings.weight"]
     model.load_state_dict(sd, assign=True)
-    if cfg.tie_embeddings:   # assign=True wrapped the shared tensor in two Parameters: share one again
+    if (
+        cfg.tie_embeddings
+    ):  # assign=True wrapped the shared tensor in two Parameters: share one again
         model.output.weight = model.tok_embeddings.weight
-    model.inv_freq = rope_frequencies(cfg).float().to(device)   # non-persistent buffer, still on meta; fp32 in any dtype
+    model.inv_freq = (
+        rope_frequencies(cfg).float().to(device)
+    )  # non-persistent buffer, still on meta; fp32 in any dtype
     tok = _llama_tokenizer(path, tokenizer_path, cfg.vocab_size)
-    print(f"loaded Llama 3 ({layout} layout) from {path}: {model.num_params():,} parameters, {dtype}, {time.time() - t0:.2f}s")
+    print(
+        f"loaded Llama 3 ({layout} layout) from {path}: {model.num_params():,} parameters, {dtype}, {time.time() - t0:.2f}s"
+    )
     return model.eval(), tok
 
 
 # ----------------------------------------------------------------------------- tokenizer (tiktoken)
 
+
 class LlamaTokenizer:
     """Llama 3's tokenizer: byte-level BPE ranks from tokenizer.model (one 'base64-token rank' per
     line) split by Llama 3's regex, then 256 special tokens numbered after the base vocabulary.
     Special-token names are Llama 3.0's; 3.1+ renamed some reserved ones but no id moved."""
-    PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-               r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-    SPECIAL = (["<|begin_of_text|>", "<|end_of_text|>"]
-               + [f"<|reserved_special_token_{i}|>" for i in range(4)]
-               + ["<|start_header_id|>", "<|end_header_id|>", "<|reserved_special_token_4|>", "<|eot_id|>"]
-               + [f"<|reserved_special_token_{i}|>" for i in range(5, 251)])
+
+    PATTERN = (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+        r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
+    SPECIAL = (
+        ["<|begin_of_text|>", "<|end_of_text|>"]
+        + [f"<|reserved_special_token_{i}|>" for i in range(4)]
+        + ["<|start_header_id|>", "<|end_header_id|>", "<|reserved_special_token_4|>", "<|eot_id|>"]
+        + [f"<|reserved_special_token_{i}|>" for i in range(5, 251)]
+    )
 
     def __init__(self, path):
         import base64
 
         import tiktoken
+
         self.path = os.path.abspath(path)
         with open(path, "rb") as f:
-            ranks = {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in f if line.strip())}
-        if sorted(ranks.values()) != list(range(len(ranks))):   # special ids follow the ranks: no gaps
+            ranks = {
+                base64.b64decode(tok): int(rank)
+                for tok, rank in (line.split() for line in f if line.strip())
+            }
+        if sorted(ranks.values()) != list(
+            range(len(ranks))
+        ):  # special ids follow the ranks: no gaps
             raise ValueError(f"{path}: BPE ranks are not 0..{len(ranks) - 1}")
         self.special = {name: len(ranks) + i for i, name in enumerate(self.SPECIAL)}
-        self.enc = tiktoken.Encoding(os.path.basename(path), pat_str=self.PATTERN,
-                                     mergeable_ranks=ranks, special_tokens=self.special)
+        self.enc = tiktoken.Encoding(
+            os.path.basename(path),
+            pat_str=self.PATTERN,
+            mergeable_ranks=ranks,
+            special_tokens=self.special,
+        )
         self.vocab_size = self.enc.n_vocab
         self.bos_id = self.special["<|begin_of_text|>"]
         self.eos_id = self.special["<|end_of_text|>"]
@@ -317,7 +469,7 @@ class LlamaTokenizer:
         # 3.0 never emits it (reserved), so stopping on it is right for every version.
         self.eom_id = len(ranks) + 8
         self.stop_ids = [self.eos_id, self.eot_id, self.eom_id]
-        self.stop_id = self.eos_id           # what a base model ends a text with
+        self.stop_id = self.eos_id  # what a base model ends a text with
         # 3.1+ call this one <|finetune_right_pad_id|>; never a real token, so decode() can drop it
         self.pad_id = len(ranks) + 4
 
@@ -330,13 +482,22 @@ class LlamaTokenizer:
         return self.enc.decode([i for i in ids if i != self.pad_id])
 
     def encode_header(self, role):
-        return [self.special["<|start_header_id|>"]] + self.encode(role) + [self.special["<|end_header_id|>"]] + self.encode("\n\n")
+        return (
+            [self.special["<|start_header_id|>"]]
+            + self.encode(role)
+            + [self.special["<|end_header_id|>"]]
+            + self.encode("\n\n")
+        )
 
     def encode_dialog_prompt(self, dialog):
         """[{"role", "content"}, ...] -> ids of Llama 3's chat format, ending with an open assistant turn."""
         ids = [self.bos_id]
         for msg in dialog:
-            ids += self.encode_header(msg["role"]) + self.encode(msg["content"].strip()) + [self.eot_id]
+            ids += (
+                self.encode_header(msg["role"])
+                + self.encode(msg["content"].strip())
+                + [self.eot_id]
+            )
         return ids + self.encode_header("assistant")
 
     def config(self):

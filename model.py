@@ -5,13 +5,13 @@ Parameter names follow Meta's Llama reference (tok_embeddings, layers.N.attentio
 weights map onto it one to one (llama.py); ModelConfig's switches give a tiny nanoGPT-style model
 (LayerNorm, GELU, learned positions) or a Llama block (RMSNorm, SwiGLU, RoPE, grouped-query attention).
 """
+
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 
 # the position kinds that use each signal; abacus_rope uses both (RoPE: which number a digit is in)
 ABACUS_POS, ROPE_POS = ("abacus", "abacus_rope"), ("rope", "abacus_rope")
@@ -23,22 +23,24 @@ class ModelConfig:
     dim: int = 128
     n_layers: int = 4
     n_heads: int = 4
-    n_kv_heads: int = 4          # fewer than n_heads = grouped-query attention
+    n_kv_heads: int = 4  # fewer than n_heads = grouped-query attention
     ffn_hidden: int = 512
-    mlp: str = "gelu"            # "gelu" (w1, w2) or "swiglu" (w1, w2, w3)
-    norm: str = "layernorm"      # "layernorm" or "rmsnorm"
+    mlp: str = "gelu"  # "gelu" (w1, w2) or "swiglu" (w1, w2, w3)
+    norm: str = "layernorm"  # "layernorm" or "rmsnorm"
     norm_eps: float = 1e-5
-    pos: str = "abacus"          # "learned" | "rope" | "none" | "abacus" | "abacus_rope" (both)
-    block_size: int = 512        # longest sequence (learned positions, RoPE tables, generation limit)
+    pos: str = "abacus"  # "learned" | "rope" | "none" | "abacus" | "abacus_rope" (both)
+    block_size: int = 512  # longest sequence (learned positions, RoPE tables, generation limit)
     rope_theta: float = 10000.0
-    rope_scaling: dict = None    # Llama 3.1's: factor, low/high_freq_factor, original_max_position_embeddings
+    rope_scaling: dict = (
+        None  # Llama 3.1's: factor, low/high_freq_factor, original_max_position_embeddings
+    )
     tie_embeddings: bool = False
     # abacus: each digit gets a learned embedding of its index in its own number (1, 2, ...; other tokens 0),
     # shifted in training by a random offset so that indices past the trained lengths are trained too
     # (McLeish et al. 2024, "Abacus embeddings")
-    digit_lo: int = 0            # token ids digit_lo .. digit_lo+9 are the digits 0..9
-    max_digit_index: int = 64    # size of the digit-index table
-    abacus_offset: int = 16      # random offset range used while training
+    digit_lo: int = 0  # token ids digit_lo .. digit_lo+9 are the digits 0..9
+    max_digit_index: int = 64  # size of the digit-index table
+    abacus_offset: int = 16  # random offset range used while training
 
     @property
     def head_dim(self):
@@ -55,6 +57,7 @@ class ModelConfig:
 
 # ----------------------------------------------------------------------------- parts
 
+
 class RMSNorm(nn.Module):
     def __init__(self, dim, eps):
         super().__init__()
@@ -63,11 +66,17 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(
+            x
+        ) * self.weight
 
 
 def make_norm(cfg):
-    return RMSNorm(cfg.dim, cfg.norm_eps) if cfg.norm == "rmsnorm" else nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+    return (
+        RMSNorm(cfg.dim, cfg.norm_eps)
+        if cfg.norm == "rmsnorm"
+        else nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+    )
 
 
 def rope_frequencies(cfg):
@@ -80,8 +89,10 @@ def rope_frequencies(cfg):
         old = s.get("original_max_position_embeddings", 8192)
         wavelen = 2 * math.pi / inv
         smooth = ((old / wavelen) - lo) / (hi - lo)
-        scaled = torch.where(wavelen > old / lo, inv / factor, inv)   # long wavelengths: divided by factor
-        mid = (wavelen <= old / lo) & (wavelen >= old / hi)          # in between: interpolated
+        scaled = torch.where(
+            wavelen > old / lo, inv / factor, inv
+        )  # long wavelengths: divided by factor
+        mid = (wavelen <= old / lo) & (wavelen >= old / hi)  # in between: interpolated
         inv = torch.where(mid, (1 - smooth) * inv / factor + smooth * inv, scaled)
     return inv
 
@@ -98,7 +109,7 @@ def digit_indices(idx, digit_lo, starts=False):
     starts (bool, like idx): where a new sequence begins, which also begins a new run (packed rows)."""
     d = ((idx >= digit_lo) & (idx < digit_lo + 10)).long()
     c = d.cumsum(-1)
-    run_start = torch.where((d == 0) | starts, c - d, 0)   # the count just before each run
+    run_start = torch.where((d == 0) | starts, c - d, 0)  # the count just before each run
     return (c - torch.cummax(run_start, dim=-1).values) * d
 
 
@@ -120,7 +131,7 @@ class Attention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
             k, v = cache.insert(layer, k, v)
-        if self.n_kv_heads != self.n_heads:   # grouped-query attention: share each k/v head
+        if self.n_kv_heads != self.n_heads:  # grouped-query attention: share each k/v head
             rep = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
@@ -195,20 +206,28 @@ class GPT(nn.Module):
         if positions is None:
             positions = torch.arange(start, start + T, device=idx.device).expand(B, T)
         if positions.max() >= self.cfg.block_size:
-            raise ValueError(f"sequence of {int(positions.max()) + 1} tokens exceeds block_size {self.cfg.block_size}")
+            raise ValueError(
+                f"sequence of {int(positions.max()) + 1} tokens exceeds block_size {self.cfg.block_size}"
+            )
         x = self.tok_embeddings(idx)
         rope = None
         if self.cfg.pos == "learned":
             x = x + self.pos_embeddings(positions)
         if self.cfg.rope:
-            ang = positions[:, None, :, None].float() * self.inv_freq   # (B, 1, T, hd/2)
+            ang = positions[:, None, :, None].float() * self.inv_freq  # (B, 1, T, hd/2)
             rope = (ang.cos(), ang.sin())
         if self.cfg.abacus:
-            starts = positions == 0   # a sequence starts at position 0 (a packed row holds several)
-            di = digit_indices(idx, self.cfg.digit_lo, starts) if digit_index is None else digit_index
+            starts = positions == 0  # a sequence starts at position 0 (a packed row holds several)
+            di = (
+                digit_indices(idx, self.cfg.digit_lo, starts)
+                if digit_index is None
+                else digit_index
+            )
             if di.max() >= self.cfg.max_digit_index:
-                raise ValueError(f"a number of {int(di.max())} digits is longer than the model supports "
-                                 f"(max_digit_index {self.cfg.max_digit_index})")
+                raise ValueError(
+                    f"a number of {int(di.max())} digits is longer than the model supports "
+                    f"(max_digit_index {self.cfg.max_digit_index})"
+                )
             if self.training and self.cfg.abacus_offset > 0:
                 # one random shift per sequence, and none for half of them: the low indices that
                 # every evaluation uses stay well trained while the high ones get trained too
@@ -218,8 +237,12 @@ class GPT(nn.Module):
                 shift = (shift * (torch.rand(B, S, device=idx.device) < 0.5)).gather(1, seq)
                 di = torch.where(di > 0, di + shift, di)
             x = x + self.digit_embeddings(di.clamp(max=self.cfg.max_digit_index - 1))
-        if cache is not None and mask is None and cache.pos > 0:   # no padding: causal over cache + new
-            mask = attention_mask(torch.ones(B, cache.pos + T, dtype=torch.bool, device=idx.device), T)
+        if (
+            cache is not None and mask is None and cache.pos > 0
+        ):  # no padding: causal over cache + new
+            mask = attention_mask(
+                torch.ones(B, cache.pos + T, dtype=torch.bool, device=idx.device), T
+            )
         for i, layer in enumerate(self.layers):
             x = layer(x, rope, mask, cache, i)
         if cache is not None:
@@ -227,10 +250,13 @@ class GPT(nn.Module):
         logits = self.output(self.norm(x))
         if targets is None:
             return logits, None
-        return logits, F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, F.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
+        )
 
 
 # ----------------------------------------------------------------------------- training batches
+
 
 def pack(pairs, device):
     """(prompt ids, completion ids) pairs -> x, y, positions, mask: the examples end to end in rows as long
@@ -246,20 +272,27 @@ def pack(pairs, device):
             room.append(T)
         rows[r].append(i)
         room[r] -= len(seqs[i]) - 1
-    x, positions = torch.zeros(len(rows), T, dtype=torch.long), torch.zeros(len(rows), T, dtype=torch.long)
-    y, example = torch.full((len(rows), T), -1), torch.full((len(rows), T), -1)   # padding: a block of its own
+    x, positions = (
+        torch.zeros(len(rows), T, dtype=torch.long),
+        torch.zeros(len(rows), T, dtype=torch.long),
+    )
+    y, example = (
+        torch.full((len(rows), T), -1),
+        torch.full((len(rows), T), -1),
+    )  # padding: a block of its own
     for r, members in enumerate(rows):
         at = 0
         for i in members:
             seq, n, p = torch.tensor(seqs[i]), len(seqs[i]) - 1, len(pairs[i][0])
-            x[r, at:at + n], y[r, at + p - 1:at + n] = seq[:-1], seq[p:]
-            positions[r, at:at + n], example[r, at:at + n] = torch.arange(n), i
+            x[r, at : at + n], y[r, at + p - 1 : at + n] = seq[:-1], seq[p:]
+            positions[r, at : at + n], example[r, at : at + n] = torch.arange(n), i
             at += n
     mask = (example[:, :, None] == example[:, None, :]) & torch.ones(T, T, dtype=torch.bool).tril()
     return x.to(device), y.to(device), positions.to(device), mask[:, None].to(device)
 
 
 # ----------------------------------------------------------------------------- generation
+
 
 class KVCache:
     """Keys and values of every layer for a batch of sequences, filled left to right: insert() writes one
@@ -272,9 +305,9 @@ class KVCache:
 
     def insert(self, layer, k, v):
         T = k.size(2)
-        self.k[layer, :, :, self.pos:self.pos + T] = k
-        self.v[layer, :, :, self.pos:self.pos + T] = v
-        return self.k[layer, :, :, :self.pos + T], self.v[layer, :, :, :self.pos + T]
+        self.k[layer, :, :, self.pos : self.pos + T] = k
+        self.v[layer, :, :, self.pos : self.pos + T] = v
+        return self.k[layer, :, :, : self.pos + T], self.v[layer, :, :, : self.pos + T]
 
     def advance(self, T):
         self.pos += T
@@ -295,8 +328,8 @@ def left_pad(prompts, pad_id, device):
     idx = torch.full((B, L), pad_id, dtype=torch.long, device=device)
     real = torch.zeros(B, L, dtype=torch.bool, device=device)
     for i, p in enumerate(prompts):
-        idx[i, L - len(p):] = torch.tensor(p, dtype=torch.long)
-        real[i, L - len(p):] = True
+        idx[i, L - len(p) :] = torch.tensor(p, dtype=torch.long)
+        real[i, L - len(p) :] = True
     return idx, real
 
 
@@ -312,8 +345,18 @@ def next_token(logits, temperature, top_k, generator):
 
 
 @torch.no_grad()
-def generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None, stop_id=None,
-             num_samples=1, pad_id=0, use_cache=True, generator=None):
+def generate(
+    model,
+    prompts,
+    max_new_tokens,
+    temperature=0.0,
+    top_k=None,
+    stop_id=None,
+    num_samples=1,
+    pad_id=0,
+    use_cache=True,
+    generator=None,
+):
     """Batched sampling from token-id lists of any lengths (left-padded here) -> generated id lists,
     prompt-major, each cut after stop_id (one id or several); temperature 0 = greedy. use_cache=False
     recomputes the whole prefix each step (slow; kept to test the cache against)."""
@@ -323,18 +366,36 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None, stop_i
     idx, real = left_pad([p for p in prompts for _ in range(num_samples)], pad_id, dev)
     B, L = idx.shape
     if L + max_new_tokens > cfg.block_size:
-        raise ValueError(f"a prompt of {L} tokens and {max_new_tokens} new ones is longer than the model supports "
-                         f"(block_size {cfg.block_size})")
-    digit = digit_indices(idx, cfg.digit_lo) * real        # abacus indices, none on padding
-    cache = KVCache(B, cfg.n_layers, cfg.n_kv_heads, L + max_new_tokens, cfg.head_dim, dev,
-                    next(model.parameters()).dtype) if use_cache else None
+        raise ValueError(
+            f"a prompt of {L} tokens and {max_new_tokens} new ones is longer than the model supports "
+            f"(block_size {cfg.block_size})"
+        )
+    digit = digit_indices(idx, cfg.digit_lo) * real  # abacus indices, none on padding
+    cache = (
+        KVCache(
+            B,
+            cfg.n_layers,
+            cfg.n_kv_heads,
+            L + max_new_tokens,
+            cfg.head_dim,
+            dev,
+            next(model.parameters()).dtype,
+        )
+        if use_cache
+        else None
+    )
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     out = []
     for step in range(max_new_tokens):
-        positions = (real.long().cumsum(-1) - 1).clamp(min=0)   # padding does not count
-        n_new = 1 if cache is not None and step > 0 else idx.size(1)   # decode one token, or prefill
-        logits, _ = model(idx[:, -n_new:], positions=positions[:, -n_new:], mask=attention_mask(real, n_new),
-                          cache=cache, digit_index=digit[:, -n_new:])
+        positions = (real.long().cumsum(-1) - 1).clamp(min=0)  # padding does not count
+        n_new = 1 if cache is not None and step > 0 else idx.size(1)  # decode one token, or prefill
+        logits, _ = model(
+            idx[:, -n_new:],
+            positions=positions[:, -n_new:],
+            mask=attention_mask(real, n_new),
+            cache=cache,
+            digit_index=digit[:, -n_new:],
+        )
         nxt = next_token(logits[:, -1, :].float(), temperature, top_k, generator)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         out.append(nxt)
@@ -343,8 +404,13 @@ def generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None, stop_i
         real = torch.cat([real, torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
         is_digit = (nxt >= cfg.digit_lo) & (nxt < cfg.digit_lo + 10)
         # a run of digits the model writes past the table is its own mistake, not bad input: clamp
-        digit = torch.cat([digit, ((digit[:, -1] + 1) * is_digit).clamp(max=cfg.max_digit_index - 1)[:, None]], 1)
+        digit = torch.cat(
+            [digit, ((digit[:, -1] + 1) * is_digit).clamp(max=cfg.max_digit_index - 1)[:, None]], 1
+        )
         if done.all():
             break
-    model.train(was_training)   # each row up to and including its first stop id:
-    return [r[:next((i + 1 for i, t in enumerate(r) if t in stops), len(r))] for r in torch.stack(out, 1).tolist()]
+    model.train(was_training)  # each row up to and including its first stop id:
+    return [
+        r[: next((i + 1 for i, t in enumerate(r) if t in stops), len(r))]
+        for r in torch.stack(out, 1).tolist()
+    ]

@@ -30,6 +30,7 @@ Arms:
     adapter_digits       the same adapter, the digits learner
     adapter_digits_big   a rank-32 adapter with five times the learning rate, the digits learner
 """
+
 import json
 import os
 import shutil
@@ -38,7 +39,15 @@ from dataclasses import asdict, dataclass
 from functools import partial
 
 import evaluate
-from common import BadInput, check_writable, load_checkpoint, opt, parse_config, run_main, write_text
+from common import (
+    BadInput,
+    check_writable,
+    load_checkpoint,
+    opt,
+    parse_config,
+    run_main,
+    write_text,
+)
 from cot_data import truth
 from evaluate import markdown_table, write_results
 from experiments import probe
@@ -61,7 +70,9 @@ ARMS = {
     "freeze_embeddings": Arm(freeze="embeddings"),
     "adapter": Arm(learner_from="smart", freeze="all", adapter=8),
     "adapter_digits": Arm(target="digits", learner_from="smart", freeze="all", adapter=8),
-    "adapter_digits_big": Arm(target="digits", learner_from="smart", freeze="all", adapter=32, lr=5e-3),
+    "adapter_digits_big": Arm(
+        target="digits", learner_from="smart", freeze="all", adapter=32, lr=5e-3
+    ),
 }
 MODELS = ("smart", "learner_on_smart", "expert_iteration", "learner_no_attempt")
 
@@ -88,18 +99,37 @@ def arm_run(cfg, name, seed):
     OUT_DIR/ARM-sSEED, each reused if done."""
     out, arm = os.path.join(cfg.out_dir, f"{name}-s{seed}"), ARMS[name]
     if not os.path.exists(os.path.join(out, "results.json")):
-        for stage in ("smart",) if arm.short_stupid else ("smart", "stupid"):   # its own stupid: from the same smart
+        for stage in (
+            ("smart",) if arm.short_stupid else ("smart", "stupid")
+        ):  # its own stupid: from the same smart
             os.makedirs(os.path.join(out, stage), exist_ok=True)
             shutil.copy(os.path.join(cfg.from_dir, stage, "ckpt.pt"), os.path.join(out, stage))
         log = (short_stupid(out) if arm.short_stupid else "") + improve_arm(out, arm, seed)
-        write_text(os.path.join(out, "log.txt"), log)   # what it printed (the rounds' numbers)
-        evaluate.main([f"--out_dir={out}", f"--extra={cfg.extra}", f"--eval_size={cfg.eval_size}", "--plot=0"],
-                      correct=partial(correct_as, target=arm.target))
+        write_text(os.path.join(out, "log.txt"), log)  # what it printed (the rounds' numbers)
+        evaluate.main(
+            [
+                f"--out_dir={out}",
+                f"--extra={cfg.extra}",
+                f"--eval_size={cfg.eval_size}",
+                "--plot=0",
+            ],
+            correct=partial(correct_as, target=arm.target),
+        )
     path = os.path.join(out, "probe")
     if not os.path.exists(os.path.join(path, "results.json")):
-        probe.main([f"--runs={out}", f"--out_dir={path}", f"--extra={cfg.extra}", f"--eval_size={cfg.eval_size}",
-                    "--plot=0"])
-    with open(os.path.join(out, "results.json")) as f, open(os.path.join(path, "results.json")) as g:
+        probe.main(
+            [
+                f"--runs={out}",
+                f"--out_dir={path}",
+                f"--extra={cfg.extra}",
+                f"--eval_size={cfg.eval_size}",
+                "--plot=0",
+            ]
+        )
+    with (
+        open(os.path.join(out, "results.json")) as f,
+        open(os.path.join(path, "results.json")) as g,
+    ):
         return dict(json.load(f), probe=json.load(g)["runs"][out]["past_N"])
 
 
@@ -111,9 +141,17 @@ def mean_spread(xs):
 
 def runaway(rs, N):
     """The share of learner o smart's wrong answers past N that run on 3 or more digits too long."""
-    wrong = [(run["task"], r) for run in rs for r in run["models"]["learner_on_smart"]["records"]
-             if r["digits"] > N and not r["correct"]]
-    long = [r for task, r in wrong if r["answer"] and len(r["answer"]) >= len(truth(task, r["operands"])) + 3]
+    wrong = [
+        (run["task"], r)
+        for run in rs
+        for r in run["models"]["learner_on_smart"]["records"]
+        if r["digits"] > N and not r["correct"]
+    ]
+    long = [
+        r
+        for task, r in wrong
+        if r["answer"] and len(r["answer"]) >= len(truth(task, r["operands"])) + 3
+    ]
     return len(long) / max(1, len(wrong))
 
 
@@ -125,42 +163,79 @@ def summary(runs, N, lengths):
     rows = []
     for arm, rs in runs.items():
         v = [r["verdict"] for r in rs]
-        acc = [mean_spread([r["models"]["learner_on_smart"]["accuracy"][str(n)] for r in rs]) for n in lengths]
-        past = [mean_spread([statistics.mean(r["models"][m]["accuracy"][str(n)] for n in lengths) for r in rs])
-                for m in ("learner_on_smart", "expert_iteration", "learner_no_attempt")]
-        rows.append([arm, len(rs)] + acc + past
-                    + [mean_spread([x["fixed"]["learner_on_smart"] for x in v]),
-                       mean_spread([x["broken"]["learner_on_smart"] for x in v]),
-                       mean_spread([x["fixed"]["expert_iteration"] for x in v]),
-                       mean_spread([x["fixed"]["learner_no_attempt"] for x in v]),
-                       mean_spread([x["anatomy"]["learner_on_smart"]["cot_wrong"] for x in v]),
-                       f"{100 * runaway(rs, N):.0f}",
-                       mean_spread([r["probe"]["learner o right"]["smart wrong"] for r in rs]),
-                       mean_spread([x["fixed"]["learner"] for x in v])])
+        acc = [
+            mean_spread([r["models"]["learner_on_smart"]["accuracy"][str(n)] for r in rs])
+            for n in lengths
+        ]
+        past = [
+            mean_spread(
+                [statistics.mean(r["models"][m]["accuracy"][str(n)] for n in lengths) for r in rs]
+            )
+            for m in ("learner_on_smart", "expert_iteration", "learner_no_attempt")
+        ]
+        rows.append(
+            [arm, len(rs)]
+            + acc
+            + past
+            + [
+                mean_spread([x["fixed"]["learner_on_smart"] for x in v]),
+                mean_spread([x["broken"]["learner_on_smart"] for x in v]),
+                mean_spread([x["fixed"]["expert_iteration"] for x in v]),
+                mean_spread([x["fixed"]["learner_no_attempt"] for x in v]),
+                mean_spread([x["anatomy"]["learner_on_smart"]["cot_wrong"] for x in v]),
+                f"{100 * runaway(rs, N):.0f}",
+                mean_spread([r["probe"]["learner o right"]["smart wrong"] for r in rs]),
+                mean_spread([x["fixed"]["learner"] for x in v]),
+            ]
+        )
     smart = [r["models"]["smart"]["accuracy"] for r in next(iter(runs.values()))[:1]][0]
-    header = (["arm", "seeds"] + [f"learner o smart {n}*" for n in lengths]
-              + ["past N: learner o smart", "past N: expert_iteration", "past N: learner_no_attempt", "fixes",
-                 "breaks", "expert_iteration fixes", "learner_no_attempt fixes", "its wrong: chain wrong",
-                 "its wrong: 3+ digits too long", "handed the right solution: right where smart is wrong",
-                 "handed nothing: right where smart is wrong"])
-    note = ("smart alone: " + ", ".join(f"{100 * smart[str(n)]:.0f}% at {n}" for n in lengths)
-            + f"; {100 * statistics.mean(smart[str(n)] for n in lengths):.1f}% past N")
+    header = (
+        ["arm", "seeds"]
+        + [f"learner o smart {n}*" for n in lengths]
+        + [
+            "past N: learner o smart",
+            "past N: expert_iteration",
+            "past N: learner_no_attempt",
+            "fixes",
+            "breaks",
+            "expert_iteration fixes",
+            "learner_no_attempt fixes",
+            "its wrong: chain wrong",
+            "its wrong: 3+ digits too long",
+            "handed the right solution: right where smart is wrong",
+            "handed nothing: right where smart is wrong",
+        ]
+    )
+    note = (
+        "smart alone: "
+        + ", ".join(f"{100 * smart[str(n)]:.0f}% at {n}" for n in lengths)
+        + f"; {100 * statistics.mean(smart[str(n)] for n in lengths):.1f}% past N"
+    )
     return markdown_table(header, rows) + "\n\n" + note
 
 
-FIXED = (("learner o smart", lambda r: r["verdict"]["fixed"]["learner_on_smart"]),
-         ("learner handed the right solution", lambda r: r["probe"]["learner o right"]["smart wrong"]),
-         ("learner handed nothing", lambda r: r["verdict"]["fixed"]["learner"]),
-         ("expert_iteration (control)", lambda r: r["verdict"]["fixed"]["expert_iteration"]),
-         ("learner_no_attempt (control)", lambda r: r["verdict"]["fixed"]["learner_no_attempt"]))
-BROKEN = (("learner o smart", lambda r: r["verdict"]["broken"]["learner_on_smart"]),
-          ("learner handed nothing", lambda r: r["verdict"]["broken"]["learner"]),
-          ("expert_iteration (control)", lambda r: r["verdict"]["broken"]["expert_iteration"]),
-          ("learner_no_attempt (control)", lambda r: r["verdict"]["broken"]["learner_no_attempt"]))
+FIXED = (
+    ("learner o smart", lambda r: r["verdict"]["fixed"]["learner_on_smart"]),
+    ("learner handed the right solution", lambda r: r["probe"]["learner o right"]["smart wrong"]),
+    ("learner handed nothing", lambda r: r["verdict"]["fixed"]["learner"]),
+    ("expert_iteration (control)", lambda r: r["verdict"]["fixed"]["expert_iteration"]),
+    ("learner_no_attempt (control)", lambda r: r["verdict"]["fixed"]["learner_no_attempt"]),
+)
+BROKEN = (
+    ("learner o smart", lambda r: r["verdict"]["broken"]["learner_on_smart"]),
+    ("learner handed nothing", lambda r: r["verdict"]["broken"]["learner"]),
+    ("expert_iteration (control)", lambda r: r["verdict"]["broken"]["expert_iteration"]),
+    ("learner_no_attempt (control)", lambda r: r["verdict"]["broken"]["learner_no_attempt"]),
+)
 
 
-COLORS = {"learner o smart": "C0", "learner handed the right solution": "C1", "learner handed nothing": "C2",
-          "expert_iteration (control)": "0.45", "learner_no_attempt (control)": "0.75"}
+COLORS = {
+    "learner o smart": "C0",
+    "learner handed the right solution": "C1",
+    "learner handed nothing": "C2",
+    "expert_iteration (control)": "0.45",
+    "learner_no_attempt (control)": "0.75",
+}
 
 
 def plot(runs, N):
@@ -172,18 +247,33 @@ def plot(runs, N):
     if plt is None:
         return None
     fig, axes = plt.subplots(2, 1, figsize=(max(7, 1.1 * len(runs) + 2), 8), sharex=True)
-    width = 0.8 / len(FIXED)   # the same width in both panels
-    for ax, bars, title in ((axes[0], FIXED, "made right, of smart's wrong answers"),
-                            (axes[1], BROKEN, "made wrong, of smart's right answers")):
+    width = 0.8 / len(FIXED)  # the same width in both panels
+    for ax, bars, title in (
+        (axes[0], FIXED, "made right, of smart's wrong answers"),
+        (axes[1], BROKEN, "made wrong, of smart's right answers"),
+    ):
         for b, (label, value) in enumerate(bars):
             vals = [[100 * value(r) for r in rs] for rs in runs.values()]
             mean = [statistics.mean(v) for v in vals]
-            ax.bar([i + (b - (len(bars) - 1) / 2) * width for i in range(len(runs))], mean, width, label=label,
-                   yerr=[[m - min(v) for m, v in zip(mean, vals)], [max(v) - m for m, v in zip(mean, vals)]],
-                   color=COLORS[label])
+            ax.bar(
+                [i + (b - (len(bars) - 1) / 2) * width for i in range(len(runs))],
+                mean,
+                width,
+                label=label,
+                yerr=[
+                    [m - min(v) for m, v in zip(mean, vals)],
+                    [max(v) - m for m, v in zip(mean, vals)],
+                ],
+                color=COLORS[label],
+            )
         ax.set(ylim=(0, 100), ylabel="%", title=f"past N={N}: {title}")
-    axes[1].set_xticks(range(len(runs)), [f"{arm} ({len(rs)} seeds)" if len(rs) > 1 else arm
-                                          for arm, rs in runs.items()], rotation=30, ha="right", fontsize=8)
+    axes[1].set_xticks(
+        range(len(runs)),
+        [f"{arm} ({len(rs)} seeds)" if len(rs) > 1 else arm for arm, rs in runs.items()],
+        rotation=30,
+        ha="right",
+        fontsize=8,
+    )
     axes[0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
@@ -193,16 +283,33 @@ def main(argv=None):
     cfg = parse_config(ArmsConfig, __doc__, argv)
     check_writable(*results_paths(cfg.out_dir))
     _, _, data = load_checkpoint(os.path.join(cfg.from_dir, "smart", "ckpt.pt"), ["smart"])
-    load_checkpoint(os.path.join(cfg.from_dir, "stupid", "ckpt.pt"), ["stupid"])   # there, before any work
+    load_checkpoint(
+        os.path.join(cfg.from_dir, "stupid", "ckpt.pt"), ["stupid"]
+    )  # there, before any work
     N, seeds = data.max_digits, [int(s) for s in cfg.seeds.split(",")]
     lengths = list(range(N + 1, N + cfg.extra + 1))
     runs = {arm: [arm_run(cfg, arm, s) for s in seeds] for arm in cfg.arms.split(",")}
-    text = (f"{data.task}, N={N}: each arm's learner handed smart's output, on the {cfg.eval_size} evaluation problems "
-            f"per length past N; mean ± half the range over seeds {cfg.seeds} (%)\n\n{summary(runs, N, lengths)}\n")
-    slim = {arm: [{"verdict": r["verdict"], "accuracy": {m: r["models"][m]["accuracy"] for m in MODELS},
-                   "probe": r["probe"]} for r in rs] for arm, rs in runs.items()}
-    write_results(cfg.out_dir, text, {"config": asdict(cfg), "arms": {a: asdict(ARMS[a]) for a in runs}, "runs": slim},
-                  plot(runs, N) if cfg.plot else None)
+    text = (
+        f"{data.task}, N={N}: each arm's learner handed smart's output, on the {cfg.eval_size} evaluation problems "
+        f"per length past N; mean ± half the range over seeds {cfg.seeds} (%)\n\n{summary(runs, N, lengths)}\n"
+    )
+    slim = {
+        arm: [
+            {
+                "verdict": r["verdict"],
+                "accuracy": {m: r["models"][m]["accuracy"] for m in MODELS},
+                "probe": r["probe"],
+            }
+            for r in rs
+        ]
+        for arm, rs in runs.items()
+    }
+    write_results(
+        cfg.out_dir,
+        text,
+        {"config": asdict(cfg), "arms": {a: asdict(ARMS[a]) for a in runs}, "runs": slim},
+        plot(runs, N) if cfg.plot else None,
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ GELU, no dropout and an untied output layer; our model uses learned positions as
 has biases and ours has none, so the peer gets our weights with zero biases: the two compute the
 same function, and the run checks that their greedy generations agree before timing anything.
 """
+
 import os
 import platform
 import statistics
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
 from common import BadInput, Optim, opt, parse_config, pick_device, run_main
 from cot_data import CharTokenizer, ProblemStream
 from evaluate import markdown_table
@@ -31,10 +31,14 @@ from model import GPT, ModelConfig, generate, left_pad
 
 @dataclass
 class BenchConfig:
-    repeats: int = opt(5, "timed rounds, each timing ours then the peer; the median is reported", lo=1)
+    repeats: int = opt(
+        5, "timed rounds, each timing ours then the peer; the median is reported", lo=1
+    )
     threads: int = opt(1, "torch CPU threads", lo=1)
     device: str = opt("cpu", "cpu, cuda, cuda:N, mps or auto")
-    batch_size: int = opt(64, "training sequences per step, and prompts generated for at once", lo=1)
+    batch_size: int = opt(
+        64, "training sequences per step, and prompts generated for at once", lo=1
+    )
     train_steps: int = opt(10, "optimizer steps timed per round and model", lo=1)
     new_tokens: int = opt(128, "tokens every prompt generates (no stop token: all of them)", lo=1)
     dim: int = opt(128, "width of both models", lo=1)
@@ -52,26 +56,52 @@ class BenchConfig:
 def peer_of(ours):
     """GPT-2 of our model's size, holding our weights (its Conv1D stores them transposed; its biases are 0)."""
     from transformers import GPT2Config, GPT2LMHeadModel, logging
-    logging.set_verbosity_error()   # its advice to pass an attention mask: right padding needs none
+
+    logging.set_verbosity_error()  # its advice to pass an attention mask: right padding needs none
     c = ours.cfg
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.dim,
-                                    n_layer=c.n_layers, n_head=c.n_heads, n_inner=c.ffn_hidden,
-                                    activation_function="gelu", layer_norm_epsilon=c.norm_eps,
-                                    resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False,
-                                    bos_token_id=None, eos_token_id=None, pad_token_id=0))
-    sd = {"transformer.wte.weight": ours.tok_embeddings.weight, "transformer.wpe.weight": ours.pos_embeddings.weight,
-          "transformer.ln_f.weight": ours.norm.weight, "transformer.ln_f.bias": ours.norm.bias,
-          "lm_head.weight": ours.output.weight}
+    hf = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=c.vocab_size,
+            n_positions=c.block_size,
+            n_embd=c.dim,
+            n_layer=c.n_layers,
+            n_head=c.n_heads,
+            n_inner=c.ffn_hidden,
+            activation_function="gelu",
+            layer_norm_epsilon=c.norm_eps,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=False,
+            bos_token_id=None,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
+    )
+    sd = {
+        "transformer.wte.weight": ours.tok_embeddings.weight,
+        "transformer.wpe.weight": ours.pos_embeddings.weight,
+        "transformer.ln_f.weight": ours.norm.weight,
+        "transformer.ln_f.bias": ours.norm.bias,
+        "lm_head.weight": ours.output.weight,
+    }
     for i, b in enumerate(ours.layers):
         a, f, h = b.attention, b.feed_forward, f"transformer.h.{i}."
-        sd.update({h + "ln_1.weight": b.attention_norm.weight, h + "ln_1.bias": b.attention_norm.bias,
-                   h + "ln_2.weight": b.ffn_norm.weight, h + "ln_2.bias": b.ffn_norm.bias,
-                   h + "attn.c_attn.weight": torch.cat([a.wq.weight, a.wk.weight, a.wv.weight]).T,
-                   h + "attn.c_proj.weight": a.wo.weight.T,
-                   h + "mlp.c_fc.weight": f.w1.weight.T, h + "mlp.c_proj.weight": f.w2.weight.T})
+        sd.update(
+            {
+                h + "ln_1.weight": b.attention_norm.weight,
+                h + "ln_1.bias": b.attention_norm.bias,
+                h + "ln_2.weight": b.ffn_norm.weight,
+                h + "ln_2.bias": b.ffn_norm.bias,
+                h + "attn.c_attn.weight": torch.cat([a.wq.weight, a.wk.weight, a.wv.weight]).T,
+                h + "attn.c_proj.weight": a.wo.weight.T,
+                h + "mlp.c_fc.weight": f.w1.weight.T,
+                h + "mlp.c_proj.weight": f.w2.weight.T,
+            }
+        )
     with torch.no_grad():
         for name, p in hf.named_parameters():
-            p.copy_(sd[name] if name in sd else torch.zeros_like(p))   # every bias starts at 0
+            p.copy_(sd[name] if name in sd else torch.zeros_like(p))  # every bias starts at 0
     return hf.to(next(ours.parameters()).device)
 
 
@@ -79,10 +109,13 @@ def collate(pairs, device):
     """(prompt ids, completion ids) pairs -> x, y, one example a row, right-padded: GPT-2 takes no packed
     rows; the loss is on the completion only (y is -1 elsewhere)."""
     T = max(len(p) + len(c) for p, c in pairs) - 1
-    x, y = torch.zeros(len(pairs), T, dtype=torch.long), torch.full((len(pairs), T), -1, dtype=torch.long)
+    x, y = (
+        torch.zeros(len(pairs), T, dtype=torch.long),
+        torch.full((len(pairs), T), -1, dtype=torch.long),
+    )
     for i, (p, c) in enumerate(pairs):
         seq = torch.tensor(p + c)
-        x[i, :len(seq) - 1], y[i, len(p) - 1:len(seq) - 1] = seq[:-1], seq[len(p):]
+        x[i, : len(seq) - 1], y[i, len(p) - 1 : len(seq) - 1] = seq[:-1], seq[len(p) :]
     return x.to(device), y.to(device)
 
 
@@ -101,11 +134,18 @@ def train(model, batches, optimizer, logits_of):
 
 def gen_peer(hf, prompts, n):
     hf.eval()
-    idx, real = left_pad(prompts, 0, hf.device)                 # the same left padding as ours
+    idx, real = left_pad(prompts, 0, hf.device)  # the same left padding as ours
     with torch.no_grad():
-        out = hf.generate(input_ids=idx, attention_mask=real.long(), max_new_tokens=n, min_new_tokens=n,
-                          do_sample=False, use_cache=True, pad_token_id=0)
-    return out[:, idx.size(1):].tolist()
+        out = hf.generate(
+            input_ids=idx,
+            attention_mask=real.long(),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=0,
+        )
+    return out[:, idx.size(1) :].tolist()
 
 
 def timed(device, fn):
@@ -120,14 +160,24 @@ def timed(device, fn):
 
 def machine(cfg, device, hf):
     import transformers
+
     cpu = platform.processor() or platform.machine()
     if os.path.exists("/proc/cpuinfo"):
-        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)
+        cpu = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in open("/proc/cpuinfo")
+                if ln.startswith("model name")
+            ),
+            cpu,
+        )
     if device.startswith("cuda"):
         cpu += f"; GPU {torch.cuda.get_device_name(device)}"
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; Python "
-            f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__} "
-            f"(attention: {hf.config._attn_implementation}); device {device}, {cfg.threads} thread(s)")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; Python "
+        f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__} "
+        f"(attention: {hf.config._attn_implementation}); device {device}, {cfg.threads} thread(s)"
+    )
 
 
 def bench(cfg):
@@ -140,56 +190,110 @@ def bench(cfg):
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     tok = CharTokenizer()
-    ours = GPT(ModelConfig(vocab_size=tok.vocab_size, dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
-                           n_kv_heads=cfg.n_heads, ffn_hidden=cfg.ffn_hidden, pos="learned",
-                           block_size=cfg.block_size, digit_lo=tok.digit_lo)).to(device)
+    ours = GPT(
+        ModelConfig(
+            vocab_size=tok.vocab_size,
+            dim=cfg.dim,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            n_kv_heads=cfg.n_heads,
+            ffn_hidden=cfg.ffn_hidden,
+            pos="learned",
+            block_size=cfg.block_size,
+            digit_lo=tok.digit_lo,
+        )
+    ).to(device)
     peer = peer_of(ours)
     # the data: batches of addition problems (1..8 digits, loss on the completion) and whole problems as prompts
     stream = ProblemStream("add", "reverse", 1, 8, seed=cfg.seed)
-    batches = [collate([(tok.encode(p.prompt), tok.encode(p.completion)) for p in
-                        (stream.sample() for _ in range(cfg.batch_size))], device) for _ in range(cfg.train_steps)]
-    prompts = [tok.encode(p.prompt + p.completion) for p in (stream.sample() for _ in range(cfg.batch_size))]
+    batches = [
+        collate(
+            [
+                (tok.encode(p.prompt), tok.encode(p.completion))
+                for p in (stream.sample() for _ in range(cfg.batch_size))
+            ],
+            device,
+        )
+        for _ in range(cfg.train_steps)
+    ]
+    prompts = [
+        tok.encode(p.prompt + p.completion)
+        for p in (stream.sample() for _ in range(cfg.batch_size))
+    ]
     if max(map(len, prompts)) + cfg.new_tokens > cfg.block_size:
-        raise BadInput(f"--new_tokens={cfg.new_tokens} does not fit --block_size={cfg.block_size} after the prompts")
+        raise BadInput(
+            f"--new_tokens={cfg.new_tokens} does not fit --block_size={cfg.block_size} after the prompts"
+        )
     # the same function: greedy generations must agree (this is the generation warm-up too)
     n = cfg.new_tokens
-    gen_ours = lambda: generate(ours, prompts, n, pad_id=0)      # noqa: E731 (no stop id: every row writes n)
+    gen_ours = lambda: generate(ours, prompts, n, pad_id=0)  # noqa: E731 (no stop id: every row writes n)
     agree = sum(a == b for a, b in zip(gen_ours(), gen_peer(peer, prompts, n)))
-    optim = Optim(1800, 2e-3, warmup=100, weight_decay=0.1)   # train.py's AdamW
+    optim = Optim(1800, 2e-3, warmup=100, weight_decay=0.1)  # train.py's AdamW
     opt_ours, opt_peer = optim.optimizer(ours), optim.optimizer(peer)
-    jobs = {"train": (lambda: train(ours, batches, opt_ours, lambda x: ours(x)[0]),
-                      lambda: train(peer, batches, opt_peer, lambda x: peer(input_ids=x).logits)),
-            "generate": (gen_ours, lambda: gen_peer(peer, prompts, n))}
-    for fn in [fn for pair in jobs.values() for fn in pair]:     # warm-up: allocators, kernels, caches
+    jobs = {
+        "train": (
+            lambda: train(ours, batches, opt_ours, lambda x: ours(x)[0]),
+            lambda: train(peer, batches, opt_peer, lambda x: peer(input_ids=x).logits),
+        ),
+        "generate": (gen_ours, lambda: gen_peer(peer, prompts, n)),
+    }
+    for fn in [fn for pair in jobs.values() for fn in pair]:  # warm-up: allocators, kernels, caches
         fn()
     speeds = {k: {"ours": [], "peer": []} for k in jobs}
     counts = {k: {"ours": set(), "peer": set()} for k in jobs}
     for _ in range(cfg.repeats):
         for kind, pair in jobs.items():
-            for who, fn in zip(("ours", "peer"), pair):      # alternate: drift hits both alike
+            for who, fn in zip(("ours", "peer"), pair):  # alternate: drift hits both alike
                 sec, out = timed(device, fn)
                 tokens = out if kind == "train" else sum(len(r) for r in out)
                 speeds[kind][who].append(tokens / sec)
                 counts[kind][who].add(tokens)
-    return {"machine": machine(cfg, device, peer), "agree": agree, "prompts": len(prompts),
-            **{k: {"ours": statistics.median(v["ours"]), "peer": statistics.median(v["peer"]),
-                   "ratios": [a / b for a, b in zip(v["ours"], v["peer"])],       # round by round
-                   "tokens": {w: sorted(c) for w, c in counts[k].items()}} for k, v in speeds.items()}}
+    return {
+        "machine": machine(cfg, device, peer),
+        "agree": agree,
+        "prompts": len(prompts),
+        **{
+            k: {
+                "ours": statistics.median(v["ours"]),
+                "peer": statistics.median(v["peer"]),
+                "ratios": [a / b for a, b in zip(v["ours"], v["peer"])],  # round by round
+                "tokens": {w: sorted(c) for w, c in counts[k].items()},
+            }
+            for k, v in speeds.items()
+        },
+    }
 
 
 def main(argv=None):
     cfg = parse_config(BenchConfig, __doc__, argv)
     r = bench(cfg)
     print(f"machine: {r['machine']}")
-    print(f"model: dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads, MLP {cfg.ffn_hidden}, "
-          f"vocab {CharTokenizer().vocab_size}, context {cfg.block_size}; batch {cfg.batch_size}, "
-          f"{cfg.train_steps} steps and {cfg.new_tokens} new tokens per round, median of {cfg.repeats} rounds")
+    print(
+        f"model: dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads, MLP {cfg.ffn_hidden}, "
+        f"vocab {CharTokenizer().vocab_size}, context {cfg.block_size}; batch {cfg.batch_size}, "
+        f"{cfg.train_steps} steps and {cfg.new_tokens} new tokens per round, median of {cfg.repeats} rounds"
+    )
     print(f"greedy generations identical on {r['agree']}/{r['prompts']} prompts\n")
-    rows = [(what, f"{r[k]['ours']:,.0f}", f"{r[k]['peer']:,.0f}", f"{r[k]['ours'] / r[k]['peer']:.2f}x",
-             f"{min(r[k]['ratios']):.2f}-{max(r[k]['ratios']):.2f}x", goal)
-            for k, what, goal in (("train", "training tokens/s", ">= 1.2x"),
-                                  ("generate", "cached generation tokens/s", ">= 2x"))]
-    print(markdown_table(["", "ours", "GPT-2 (transformers)", "ratio of medians", "ratio per round", "goal"], rows))
+    rows = [
+        (
+            what,
+            f"{r[k]['ours']:,.0f}",
+            f"{r[k]['peer']:,.0f}",
+            f"{r[k]['ours'] / r[k]['peer']:.2f}x",
+            f"{min(r[k]['ratios']):.2f}-{max(r[k]['ratios']):.2f}x",
+            goal,
+        )
+        for k, what, goal in (
+            ("train", "training tokens/s", ">= 1.2x"),
+            ("generate", "cached generation tokens/s", ">= 2x"),
+        )
+    ]
+    print(
+        markdown_table(
+            ["", "ours", "GPT-2 (transformers)", "ratio of medians", "ratio per round", "goal"],
+            rows,
+        )
+    )
     return r
 
 

@@ -17,6 +17,7 @@ or write another wrong one?
     python -m experiments.digits                              # out/results.json, every model
     python -m experiments.digits --results=out/arms/rewrite-s3/results.json --models=smart,learner_on_smart
 """
+
 import json
 from dataclasses import dataclass
 
@@ -24,12 +25,19 @@ from common import BadInput, opt, parse_config, run_main
 from cot_data import make_problem
 from evaluate import markdown_table
 
-SLIPS = ("carry of a neighbour", "operand of a neighbour", "next column's digit", "previous column's digit")
+SLIPS = (
+    "carry of a neighbour",
+    "operand of a neighbour",
+    "next column's digit",
+    "previous column's digit",
+)
 
 
 @dataclass
 class DigitsConfig:
-    results: str = opt("out/results.json", "a results.json written by evaluate.py (addition, reverse format)")
+    results: str = opt(
+        "out/results.json", "a results.json written by evaluate.py (addition, reverse format)"
+    )
     models: str = opt("", "models to study, comma-separated (empty: every model in the file)")
 
 
@@ -44,18 +52,28 @@ def columns(a, b, n):
 def slip_values(A, B, carry, ans, i):
     """For each slip, the digits column i would get from it (the right digit excluded)."""
     near = [j for j in (i - 1, i + 1) if 0 <= j < len(ans)]
-    vals = {"carry of a neighbour": {(A[i] + B[i] + carry[j]) % 10 for j in near if carry[j] != carry[i]},
-            "operand of a neighbour": {(A[j] + B[i] + carry[i]) % 10 for j in near} |
-                                      {(A[i] + B[j] + carry[i]) % 10 for j in near},
-            "next column's digit": {ans[j] for j in near if j > i},
-            "previous column's digit": {ans[j] for j in near if j < i}}
+    vals = {
+        "carry of a neighbour": {
+            (A[i] + B[i] + carry[j]) % 10 for j in near if carry[j] != carry[i]
+        },
+        "operand of a neighbour": {(A[j] + B[i] + carry[i]) % 10 for j in near}
+        | {(A[i] + B[j] + carry[i]) % 10 for j in near},
+        "next column's digit": {ans[j] for j in near if j > i},
+        "previous column's digit": {ans[j] for j in near if j < i},
+    }
     return {k: v - {ans[i]} for k, v in vals.items()}
 
 
 def study(records, N):
     """-> one row of counts for a model's records past N."""
     wrong = [r for r in records if r["digits"] > N and not r["correct"]]
-    digits, inside, hits, chance, lengths = 0, 0, dict.fromkeys(SLIPS, 0), dict.fromkeys(SLIPS, 0.0), 0
+    digits, inside, hits, chance, lengths = (
+        0,
+        0,
+        dict.fromkeys(SLIPS, 0),
+        dict.fromkeys(SLIPS, 0.0),
+        0,
+    )
     for r in wrong:
         n = r["digits"]
         A, B, carry, ans = columns(*r["operands"], n)
@@ -64,7 +82,7 @@ def study(records, N):
         if len(written) != len(ans) or not written.isdigit():
             lengths += 1
             continue
-        if row != "".join(map(str, carry)):   # the carry row is wrong: a different mistake
+        if row != "".join(map(str, carry)):  # the carry row is wrong: a different mistake
             continue
         for i, w in enumerate(map(int, written)):
             if w == ans[i]:
@@ -74,8 +92,14 @@ def study(records, N):
             for slip, vals in slip_values(A, B, carry, ans, i).items():
                 hits[slip] += w in vals
                 chance[slip] += len(vals) / 9
-    return {"wrong": len(wrong), "wrong length": lengths, "digits": digits, "inside": inside, "hits": hits,
-            "chance": chance}
+    return {
+        "wrong": len(wrong),
+        "wrong length": lengths,
+        "digits": digits,
+        "inside": inside,
+        "hits": hits,
+        "chance": chance,
+    }
 
 
 def handed(smart, model, N):
@@ -105,28 +129,63 @@ def main(argv=None):
     except (OSError, ValueError, KeyError) as e:
         raise BadInput(f"cannot read {cfg.results} as evaluate.py's results.json ({e})") from None
     if (res.get("task"), res.get("fmt")) != ("add", "reverse"):
-        raise BadInput(f"{cfg.results} is {res.get('task')} ({res.get('fmt')}); this study reads addition in reverse")
+        raise BadInput(
+            f"{cfg.results} is {res.get('task')} ({res.get('fmt')}); this study reads addition in reverse"
+        )
     names = cfg.models.split(",") if cfg.models else list(models)
     if bad := [m for m in names if m not in models]:
-        raise BadInput(f"--models: no model {bad[0]!r} in {cfg.results} (it has {', '.join(models)})")
+        raise BadInput(
+            f"--models: no model {bad[0]!r} in {cfg.results} (it has {', '.join(models)})"
+        )
     rows = []
     for name in names:
         s = study(models[name]["records"], N)
         d = s["digits"]
-        rows.append([name, s["wrong"], s["wrong length"], d, pct(s["inside"], d)] +
-                    [f"{pct(s['hits'][k], d)} ({pct(s['chance'][k], d)})" for k in SLIPS])
-    print(f"Wrong answer digits past {N} digits, in answers of the right length whose carry row is right "
-          f"({cfg.results}); in brackets: a random wrong digit\n")
-    print(markdown_table(["model", "wrong past N", "answer row of another length", "wrong digits", "in columns 1..N"] +
-                         list(SLIPS), rows))
+        rows.append(
+            [name, s["wrong"], s["wrong length"], d, pct(s["inside"], d)]
+            + [f"{pct(s['hits'][k], d)} ({pct(s['chance'][k], d)})" for k in SLIPS]
+        )
+    print(
+        f"Wrong answer digits past {N} digits, in answers of the right length whose carry row is right "
+        f"({cfg.results}); in brackets: a random wrong digit\n"
+    )
+    print(
+        markdown_table(
+            [
+                "model",
+                "wrong past N",
+                "answer row of another length",
+                "wrong digits",
+                "in columns 1..N",
+            ]
+            + list(SLIPS),
+            rows,
+        )
+    )
     rows = []
     for name in [m for m in names if m.startswith("learner_on_smart") and "smart" in models]:
         wrong, right = handed(models["smart"]["records"], models[name]["records"], N)
-        rows.append([name, sum(wrong)] + [pct(w, sum(wrong)) for w in wrong] + [sum(right), pct(right[1], sum(right))])
+        rows.append(
+            [name, sum(wrong)]
+            + [pct(w, sum(wrong)) for w in wrong]
+            + [sum(right), pct(right[1], sum(right))]
+        )
     if rows:
         print(f"\nHanded smart's output past {N} digits:\n")
-        print(markdown_table(["model", "smart wrong", "fixed", "the same wrong answer", "another wrong answer",
-                              "smart right", "broken"], rows))
+        print(
+            markdown_table(
+                [
+                    "model",
+                    "smart wrong",
+                    "fixed",
+                    "the same wrong answer",
+                    "another wrong answer",
+                    "smart right",
+                    "broken",
+                ],
+                rows,
+            )
+        )
 
 
 if __name__ == "__main__":

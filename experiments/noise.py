@@ -10,14 +10,33 @@ test accuracy per digit length. Also trains the same model with and without a ch
     python -m experiments.noise                 # writes out/noise/results.{json,md,png}
     python -m experiments.noise --steps=600 --skip_existing
 """
+
 import os
 import random
 import time
 from dataclasses import asdict, dataclass
 
-from common import BadInput, check_writable, eval_accuracy, load_checkpoint, opt, parse_config, percents, run_main
-from cot_data import (FORMATS, TASKS, answer_of, chain_of, check_format, dynamic_noise, static_noise, tokenizer_from,
-                      with_completion)
+from common import (
+    BadInput,
+    check_writable,
+    eval_accuracy,
+    load_checkpoint,
+    opt,
+    parse_config,
+    percents,
+    run_main,
+)
+from cot_data import (
+    FORMATS,
+    TASKS,
+    answer_of,
+    chain_of,
+    check_format,
+    dynamic_noise,
+    static_noise,
+    tokenizer_from,
+    with_completion,
+)
 from evaluate import markdown_table, write_results
 from experiments.study import pyplot, results_paths
 from train import TrainConfig, train
@@ -62,33 +81,67 @@ def noise_from_spec(spec, rng=None):
     except ValueError:
         rate = -1.0
     if kind not in ("static", "lines", "dynamic") or not 0 <= rate <= 1:
-        raise ValueError(f"bad noise {spec!r}: use none, static:R, lines:R or dynamic:R with 0 <= R <= 1")
+        raise ValueError(
+            f"bad noise {spec!r}: use none, static:R, lines:R or dynamic:R with 0 <= R <= 1"
+        )
     rng = rng or random.Random(0)
     if kind == "static":
         return lambda p: static_noise(p, rate, rng)
-    return (lambda p: drop_lines(p, rate, rng)) if kind == "lines" else (lambda p: dynamic_noise(p, rng, rate))
+    return (
+        (lambda p: drop_lines(p, rate, rng))
+        if kind == "lines"
+        else (lambda p: dynamic_noise(p, rng, rate))
+    )
 
 
-CONDITIONS = [("clean", "none"), ("static 30%", "static:0.3"), ("static 70%", "static:0.7"),
-              ("static 90%", "static:0.9"), ("lines 30%", "lines:0.3"), ("lines 50%", "lines:0.5"),
-              ("dynamic 10%", "dynamic:0.1"), ("dynamic 30%", "dynamic:0.3"), ("dynamic 50%", "dynamic:0.5")]
+CONDITIONS = [
+    ("clean", "none"),
+    ("static 30%", "static:0.3"),
+    ("static 70%", "static:0.7"),
+    ("static 90%", "static:0.9"),
+    ("lines 30%", "lines:0.3"),
+    ("lines 50%", "lines:0.5"),
+    ("dynamic 10%", "dynamic:0.1"),
+    ("dynamic 30%", "dynamic:0.3"),
+    ("dynamic 50%", "dynamic:0.5"),
+]
 
 
 def run(name, cfg, task, fmt, noise):
     """Train one model (unless it exists) and measure clean accuracy per length."""
     out = os.path.join(cfg.out_dir, name.replace(" ", "_").replace("%", ""))
     ckpt_path, t0 = os.path.join(out, "smart", "ckpt.pt"), time.time()
-    if not (cfg.skip_existing and os.path.exists(ckpt_path)):   # train.py, its noise drawn as its seed says
-        args = dict(out_dir=out, task=task, fmt=fmt, max_digits=cfg.max_digits, steps=cfg.steps, eval_every=0,
-                    eval_extra=0, dim=cfg.dim, n_layers=cfg.n_layers, ffn_hidden=cfg.ffn_hidden)
+    if not (
+        cfg.skip_existing and os.path.exists(ckpt_path)
+    ):  # train.py, its noise drawn as its seed says
+        args = dict(
+            out_dir=out,
+            task=task,
+            fmt=fmt,
+            max_digits=cfg.max_digits,
+            steps=cfg.steps,
+            eval_every=0,
+            eval_extra=0,
+            dim=cfg.dim,
+            n_layers=cfg.n_layers,
+            ffn_hidden=cfg.ffn_hidden,
+        )
         tcfg = parse_config(TrainConfig, "", [f"--{k}={v}" for k, v in args.items()])
         train(tcfg, noise_from_spec(noise, random.Random(tcfg.seed)))
     seconds = time.time() - t0
     model, _, data = load_checkpoint(ckpt_path)
-    acc = eval_accuracy(model, tokenizer_from(data), data, range(1, data.max_digits + 1), cfg.eval_size)
+    acc = eval_accuracy(
+        model, tokenizer_from(data), data, range(1, data.max_digits + 1), cfg.eval_size
+    )
     print(f"{name}: {percents(acc)}")
-    return {"task": task, "fmt": fmt, "noise": noise, "accuracy": acc, "mean": sum(acc.values()) / len(acc),
-            "seconds": round(seconds)}
+    return {
+        "task": task,
+        "fmt": fmt,
+        "noise": noise,
+        "accuracy": acc,
+        "mean": sum(acc.values()) / len(acc),
+        "seconds": round(seconds),
+    }
 
 
 def plot(results):
@@ -98,10 +151,15 @@ def plot(results):
     fig, ax = plt.subplots(figsize=(6, 4))
     clean = results["clean"]["mean"]
     for kind, marker in (("static", "o"), ("lines", "s"), ("dynamic", "^")):
-        pts = [(0.0, clean)] + [(float(r["noise"].split(":")[1]), r["mean"]) for r in results.values()
-                                if r["noise"].startswith(kind)]
+        pts = [(0.0, clean)] + [
+            (float(r["noise"].split(":")[1]), r["mean"])
+            for r in results.values()
+            if r["noise"].startswith(kind)
+        ]
         ax.plot([100 * x for x, _ in pts], [100 * y for _, y in pts], marker=marker, label=kind)
-    ax.set(xlabel="noise rate (%)", ylabel="clean test accuracy, mean over lengths (%)", ylim=(-2, 102))
+    ax.set(
+        xlabel="noise rate (%)", ylabel="clean test accuracy, mean over lengths (%)", ylim=(-2, 102)
+    )
     ax.legend()
     fig.tight_layout()
     return fig
@@ -114,10 +172,21 @@ def main(argv=None):
     for name, fmt in (("mul with CoT", cfg.fmt), ("mul answer only", "answer")):
         results[name] = run(name, cfg, "mul", fmt, "none")
     lengths = list(results["clean"]["accuracy"])
-    table = markdown_table(["training data"] + [f"{n} digits" for n in lengths] + ["mean", "seconds"],
-                           [[f"{name} ({r['task']}, {r['fmt']})"] + [f"{100 * r['accuracy'][n]:.0f}" for n in lengths]
-                            + [f"{100 * r['mean']:.1f}", r["seconds"]] for name, r in results.items()])
-    write_results(cfg.out_dir, table, {"config": asdict(cfg), "results": results}, plot(results) if cfg.plot else None)
+    table = markdown_table(
+        ["training data"] + [f"{n} digits" for n in lengths] + ["mean", "seconds"],
+        [
+            [f"{name} ({r['task']}, {r['fmt']})"]
+            + [f"{100 * r['accuracy'][n]:.0f}" for n in lengths]
+            + [f"{100 * r['mean']:.1f}", r["seconds"]]
+            for name, r in results.items()
+        ],
+    )
+    write_results(
+        cfg.out_dir,
+        table,
+        {"config": asdict(cfg), "results": results},
+        plot(results) if cfg.plot else None,
+    )
 
 
 if __name__ == "__main__":

@@ -14,12 +14,23 @@ nothing here trains on them.
     python -m experiments.probe --runs=out                      # the main job's learner
     python -m experiments.probe --runs=out,out/arms/digits-s3 --out_dir=out/probe
 """
+
 import os
 import random
 from dataclasses import asdict, dataclass
 
-from common import (DEVICE_HELP, BadInput, check_room, check_writable, load_checkpoint, opt, parse_config, pick_device,
-                    run_main, score)
+from common import (
+    DEVICE_HELP,
+    BadInput,
+    check_room,
+    check_writable,
+    load_checkpoint,
+    opt,
+    parse_config,
+    pick_device,
+    run_main,
+    score,
+)
 from cot_data import accuracy_by_digits, eval_problems, tokenizer_from
 from evaluate import markdown_table, write_results
 from experiments.study import correct_as, pyplot, results_paths
@@ -30,8 +41,11 @@ ATTEMPTS = ("right", "slip", "smart")
 @dataclass
 class ProbeConfig:
     runs: str = opt("out", "run folders with smart/ and learner/ checkpoints, comma-separated")
-    learners: str = opt("learner", "the learner checkpoints of each run to probe, comma-separated (an on-policy "
-                        "arm also writes learner_round0, learner_round1, ...: each round's start)")
+    learners: str = opt(
+        "learner",
+        "the learner checkpoints of each run to probe, comma-separated (an on-policy "
+        "arm also writes learner_round0, learner_round1, ...: each round's start)",
+    )
     out_dir: str = opt("out/probe", "where results.{md,json,png} go")
     extra: int = opt(4, "probe up to N + this many digits", lo=1)
     eval_size: int = opt(100, "problems per length", lo=1)
@@ -67,24 +81,38 @@ def probe(run, cfg, device):
     problems = eval_problems(data.task, data.fmt, range(1, N + cfg.extra + 1), cfg.eval_size)
     check_room(smart, tok, problems)
     own = score(smart, tok, problems)
-    attempts = {"right": [p.completion for p in problems], "slip": [slipped(p.completion, rng) for p in problems],
-                "smart": [r["completion"] for r in own]}
+    attempts = {
+        "right": [p.completion for p in problems],
+        "slip": [slipped(p.completion, rng) for p in problems],
+        "smart": [r["completion"] for r in own],
+    }
     acc, past = {"smart alone": accuracy_by_digits(own)}, {}
     wrong = [i for i, r in enumerate(own) if r["digits"] > N and not r["correct"]]
     right = [i for i, r in enumerate(own) if r["digits"] > N and r["correct"]]
     for name in cfg.learners.split(","):
-        learner, lckpt, _ = load_checkpoint(os.path.join(run, name, "ckpt.pt"), ["learner"], device, run=ckpt["run"])
-        target = lckpt.get("target", "solution")   # what it writes (experiments/learners.py)
-        recs = {kind: correct_as(learner, tok, problems, attempts[kind], target) for kind in ATTEMPTS}
+        learner, lckpt, _ = load_checkpoint(
+            os.path.join(run, name, "ckpt.pt"), ["learner"], device, run=ckpt["run"]
+        )
+        target = lckpt.get("target", "solution")  # what it writes (experiments/learners.py)
+        recs = {
+            kind: correct_as(learner, tok, problems, attempts[kind], target) for kind in ATTEMPTS
+        }
         for kind in ATTEMPTS:
             acc[f"{name} ({target}) o {kind}"] = accuracy_by_digits(recs[kind])
-            same = [dict(r, correct=r["completion"] == a) for r, a in zip(recs[kind], attempts[kind])]
+            same = [
+                dict(r, correct=r["completion"] == a) for r, a in zip(recs[kind], attempts[kind])
+            ]
             acc[f"{name} o {kind}: attempt left as it was"] = accuracy_by_digits(same)
             past[f"{name} o {kind}"] = {
                 "smart wrong": share([recs[kind][i]["correct"] for i in wrong]),
                 "smart right": share([recs[kind][i]["correct"] for i in right]),
-                "as handed smart's": share([recs[kind][i]["completion"] == recs["smart"][i]["completion"]
-                                            for i in wrong + right])}
+                "as handed smart's": share(
+                    [
+                        recs[kind][i]["completion"] == recs["smart"][i]["completion"]
+                        for i in wrong + right
+                    ]
+                ),
+            }
     return N, acc, past, len(wrong), len(right)
 
 
@@ -94,7 +122,7 @@ def main(argv=None):
     runs, device = [r for r in cfg.runs.split(",") if r], pick_device(cfg.device)
     if not runs:
         raise BadInput("--runs: give at least one run folder")
-    for run in runs:   # every checkpoint there before any work
+    for run in runs:  # every checkpoint there before any work
         _, ckpt, _ = load_checkpoint(os.path.join(run, "smart", "ckpt.pt"), ["smart"])
         for name in cfg.learners.split(","):
             load_checkpoint(os.path.join(run, name, "ckpt.pt"), ["learner"], run=ckpt["run"])
@@ -104,25 +132,43 @@ def main(argv=None):
         results[run] = {"trained_max_digits": N, "accuracy": acc, "past_N": past}
         lengths = list(acc["smart alone"])
         rows = [[name] + [f"{100 * a[n]:.0f}" for n in lengths] for name, a in acc.items()]
-        text.append(f"{run}: exact match %, * = longer than trained; (what the learner writes)\n\n"
-                    + markdown_table(["handed"] + [f"{n}{'*' if int(n) > N else ''}" for n in lengths], rows)
-                    + f"\n\nPast N: right (%) on the {n_wrong} problems smart gets wrong and the {n_right} it gets "
-                    "right, and the share of outputs that are the same as when handed smart's output:\n\n"
-                    + markdown_table(["handed", "smart wrong", "smart right", "as handed smart's"],
-                                     [[k] + [f"{100 * v:.0f}" for v in x.values()] for k, x in past.items()]))
-    write_results(cfg.out_dir, "\n\n".join(text) + "\n", {"config": asdict(cfg), "runs": results},
-                  plot(results) if cfg.plot else None)
+        text.append(
+            f"{run}: exact match %, * = longer than trained; (what the learner writes)\n\n"
+            + markdown_table(
+                ["handed"] + [f"{n}{'*' if int(n) > N else ''}" for n in lengths], rows
+            )
+            + f"\n\nPast N: right (%) on the {n_wrong} problems smart gets wrong and the {n_right} it gets "
+            "right, and the share of outputs that are the same as when handed smart's output:\n\n"
+            + markdown_table(
+                ["handed", "smart wrong", "smart right", "as handed smart's"],
+                [[k] + [f"{100 * v:.0f}" for v in x.values()] for k, x in past.items()],
+            )
+        )
+    write_results(
+        cfg.out_dir,
+        "\n\n".join(text) + "\n",
+        {"config": asdict(cfg), "runs": results},
+        plot(results) if cfg.plot else None,
+    )
 
 
 def plot(results):
     plt = pyplot()
     if plt is None:
         return None
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(results), figsize=(5 * len(results), 4), sharey=True, squeeze=False
+    )
     for ax, (run, r) in zip(axes[0], results.items()):
         for i, (name, acc) in enumerate((n, a) for n, a in r["accuracy"].items() if ":" not in n):
-            ax.plot([int(n) for n in acc], [100 * a for a in acc.values()], marker="o", label=name,
-                    color="black" if name == "smart alone" else f"C{i}", lw=2 if name == "smart alone" else 1.5)
+            ax.plot(
+                [int(n) for n in acc],
+                [100 * a for a in acc.values()],
+                marker="o",
+                label=name,
+                color="black" if name == "smart alone" else f"C{i}",
+                lw=2 if name == "smart alone" else 1.5,
+            )
         ax.axvline(r["trained_max_digits"] + 0.5, color="gray", lw=0.8)
         ax.set(title=run, xlabel="digits", ylim=(-2, 102))
         ax.legend(fontsize=8)

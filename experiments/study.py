@@ -1,4 +1,5 @@
 """What several studies share: a stage run as a user would run it, reach, and the editing learners."""
+
 import os
 import subprocess
 import sys
@@ -11,9 +12,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def script(name, args, threads=None):
     """Run a stage script as a user would (--key=value options); a failure stops with its own last line."""
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}))
-    r = subprocess.run([sys.executable, name] + [f"--{k}={v}" for k, v in args.items()], cwd=ROOT, env=env,
-                       capture_output=True, text=True)
+    env = dict(
+        os.environ,
+        **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}),
+    )
+    r = subprocess.run(
+        [sys.executable, name] + [f"--{k}={v}" for k, v in args.items()],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"{name} {args}: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
     return r.stdout
@@ -31,8 +40,10 @@ def pyplot():
     """matplotlib.pyplot without a screen, or None where matplotlib is not installed (it is optional)."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         return plt
     except ImportError:
         return None
@@ -52,7 +63,7 @@ def written(solution, target):
 def overwrite(answer, edit):
     """'#...$' of the attempt with its characters replaced, one by one, by the edit's: same length."""
     old, new = answer[1:].rstrip("$"), edit[1:].rstrip("$") if edit.startswith("#") else ""
-    return "#" + new[:len(old)] + old[len(new):] + "$"
+    return "#" + new[: len(old)] + old[len(new) :] + "$"
 
 
 def correct_as(learner, tok, problems, attempts, target="solution", **kw):
@@ -61,9 +72,16 @@ def correct_as(learner, tok, problems, attempts, target="solution", **kw):
     recs = correct(learner, tok, problems, attempts, **kw)
     if target == "solution":
         return recs
-    return [r if r.get("kept") else judged(p, chain_of(a) + (r["completion"] if target == "answer" else
-                                                              overwrite(answer_of(a), r["completion"])))
-            for r, p, a in zip(recs, problems, attempts)]
+    return [
+        r
+        if r.get("kept")
+        else judged(
+            p,
+            chain_of(a)
+            + (r["completion"] if target == "answer" else overwrite(answer_of(a), r["completion"])),
+        )
+        for r, p, a in zip(recs, problems, attempts)
+    ]
 
 
 def results_paths(out_dir):

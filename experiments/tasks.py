@@ -8,11 +8,11 @@ corrupt, improve and evaluate in OUT_DIR/TASK, then one table of what each task 
 A task whose results.json exists is reused, not run again. The question it answers: is "the learner
 cannot beat smart" a property of addition, or does it hold where checking is easier than solving?
 """
+
 import json
 import os
 import time
 from dataclasses import asdict, dataclass
-
 
 from common import BadInput, check_writable, opt, parse_config, run_main, write_text
 from cot_data import TASKS
@@ -44,7 +44,7 @@ def task_run(cfg, task):
             t0 = time.time()
             args = {"out_dir": out}
             if stage == "train.py":
-                args["task"] = task        # the rest of its options follow the task
+                args["task"] = task  # the rest of its options follow the task
             if stage == "evaluate.py":
                 args["plot"] = False
             script(stage, args, threads=cfg.threads or None)
@@ -70,12 +70,24 @@ def row(task, r, seconds):
     a = v["anatomy"]["smart"]
     fixes = {m: 100 * v["fixed"][m] for m in MODELS[1:]}
     best = max(fixes["expert_iteration"], fixes["learner_no_attempt"])
-    return [f"{task} ({r['fmt']})", N, f"{100 * models['smart']['accuracy'][str(N)]:.0f}",
-            f"{lengths[0]}..{lengths[-1]}"] + [f"{past(models[m]['accuracy'], N):.1f}" for m in MODELS] + [
-        f"{past(r['chance'], N):.1f}", v["smart_wrong_past_N"]] + [f"{fixes[m]:.1f}" for m in MODELS[1:]] + [
-        "yes" if fixes["learner_on_smart"] > best else f"no ({fixes['learner_on_smart'] - best:+.1f})",
-        f"{100 * a['cot_wrong']:.0f} / {100 * a['wrong_length']:.0f} / {100 * a['near_miss']:.0f}",
-        " + ".join(str(seconds[s[:-3]]) for s in STAGES) + f" = {sum(seconds.values())}"]
+    return (
+        [
+            f"{task} ({r['fmt']})",
+            N,
+            f"{100 * models['smart']['accuracy'][str(N)]:.0f}",
+            f"{lengths[0]}..{lengths[-1]}",
+        ]
+        + [f"{past(models[m]['accuracy'], N):.1f}" for m in MODELS]
+        + [f"{past(r['chance'], N):.1f}", v["smart_wrong_past_N"]]
+        + [f"{fixes[m]:.1f}" for m in MODELS[1:]]
+        + [
+            "yes"
+            if fixes["learner_on_smart"] > best
+            else f"no ({fixes['learner_on_smart'] - best:+.1f})",
+            f"{100 * a['cot_wrong']:.0f} / {100 * a['wrong_length']:.0f} / {100 * a['near_miss']:.0f}",
+            " + ".join(str(seconds[s[:-3]]) for s in STAGES) + f" = {sum(seconds.values())}",
+        ]
+    )
 
 
 def main(argv=None):
@@ -83,18 +95,48 @@ def main(argv=None):
     md, js, _ = results_paths(cfg.out_dir)
     check_writable(md, js)
     runs = {task: task_run(cfg, task) for task in cfg.tasks.split(",")}
-    header = ["task", "N", "smart at N", "past N", "smart", "learner o smart", "expert_iteration",
-              "learner_no_attempt", "chance", "smart wrong past N", "fixed by learner o smart",
-              "fixed by expert_iteration", "fixed by learner_no_attempt", "learner beats both controls",
-              "smart's wrong past N: chain wrong / wrong length / near miss (%)", "seconds: train + corrupt + improve + evaluate"]
+    header = [
+        "task",
+        "N",
+        "smart at N",
+        "past N",
+        "smart",
+        "learner o smart",
+        "expert_iteration",
+        "learner_no_attempt",
+        "chance",
+        "smart wrong past N",
+        "fixed by learner o smart",
+        "fixed by expert_iteration",
+        "fixed by learner_no_attempt",
+        "learner beats both controls",
+        "smart's wrong past N: chain wrong / wrong length / near miss (%)",
+        "seconds: train + corrupt + improve + evaluate",
+    ]
     table = markdown_table(header, [row(t, r, s) for t, (r, s) in runs.items()])
-    text = ("Every task with its defaults; accuracy past N is the mean over N+1..N+4 (%), 'fixed' the share of "
-            "smart's wrong answers past N a model gets right (%):\n\n" + table + "\n")
+    text = (
+        "Every task with its defaults; accuracy past N is the mean over N+1..N+4 (%), 'fixed' the share of "
+        "smart's wrong answers past N a model gets right (%):\n\n" + table + "\n"
+    )
     print(text)
     write_text(md, text)
-    write_text(js, json.dumps({"config": asdict(cfg), "tasks": {
-        t: {"seconds": s, "chance": r["chance"], "verdict": r["verdict"],
-            "accuracy": {m: r["models"][m]["accuracy"] for m in MODELS}} for t, (r, s) in runs.items()}}))
+    write_text(
+        js,
+        json.dumps(
+            {
+                "config": asdict(cfg),
+                "tasks": {
+                    t: {
+                        "seconds": s,
+                        "chance": r["chance"],
+                        "verdict": r["verdict"],
+                        "accuracy": {m: r["models"][m]["accuracy"] for m in MODELS},
+                    }
+                    for t, (r, s) in runs.items()
+                },
+            }
+        ),
+    )
     print(f"wrote {md}, {js}")
 
 

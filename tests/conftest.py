@@ -14,15 +14,26 @@ TINY = ["--dim=32", "--n_layers=2", "--n_heads=2", "--ffn_hidden=64"]
 
 def run(*args, cwd=ROOT):
     """Run a project script as a user would; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="session")
 def smart_dir(tmp_path_factory):
     """out/ with a tiny smart model, trained for seconds on 1..2 digits: right on some problems."""
     out = tmp_path_factory.mktemp("out")
-    r = run("train.py", f"--out_dir={out}", "--max_digits=2", "--steps=300", "--lr=3e-3", "--abacus_offset=2",
-            "--eval_every=0", "--eval_extra=1", *TINY)
+    r = run(
+        "train.py",
+        f"--out_dir={out}",
+        "--max_digits=2",
+        "--steps=300",
+        "--lr=3e-3",
+        "--abacus_offset=2",
+        "--eval_every=0",
+        "--eval_extra=1",
+        *TINY,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return out
 
@@ -36,7 +47,11 @@ FAST_EVAL = ["--eval_size=6", "--extra=1", "--k=2", "--rounds=2"]
 def pipeline(smart_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline")
     shutil.copytree(f"{smart_dir}/smart", out / "smart")
-    for script, args in [("corrupt.py", FAST_CORRUPT), ("improve.py", FAST_IMPROVE), ("evaluate.py", FAST_EVAL)]:
+    for script, args in [
+        ("corrupt.py", FAST_CORRUPT),
+        ("improve.py", FAST_IMPROVE),
+        ("evaluate.py", FAST_EVAL),
+    ]:
         r = run(script, f"--out_dir={out}", *args)
         assert r.returncode == 0, f"{script}: {r.stderr[-3000:]}"
         (out / f"{script}.log").write_text(r.stdout)

@@ -1,6 +1,7 @@
 """Bad input to every script, as a new user would type it: exit code 2, one line 'error: ...', no
 traceback, and no file written or changed. Each script's main() runs in this process through the
 same run_main() its command line uses, so the table stays fast."""
+
 import hashlib
 import importlib
 import os
@@ -8,55 +9,164 @@ import shutil
 
 import pytest
 import torch
+from conftest import TINY
 
 from common import run_main
-from conftest import TINY
 
 # a run that is accepted by mistake must still end in seconds, not train the default model
 QUICK_TRAIN = [*TINY, "--max_digits=2", "--steps=2", "--eval_extra=1"]
 
 CASES = {
     "train.py": [
-        "--steps=0", "--steps=-5", "--steps=abc", "--steps=2.5", "--batch_size=0", "--lr=nan", "--lr=inf", "--lr=0",
-        "--lr=-1", "--eval_extra=-1", "--eval_every=-1", "--max_digits=0", "--seed=-1", "--task=division",
-        "--task=gcd", "--task=", "--fmt=foo", "--pos=foo", "--n_heads=3", "--n_heads=0", "--dim=0",
-        "--block_size=1", "--resume=ture", "--noise=static:0.3", "--init_from=foo", "--init_from=llama:/nonexistent",
-        "--init_from=", "--device=tpu", "--device=", "--max_digits=60", "--fmt=plain --block_size=64",
-        "--fmt=hints --max_digits=30", "--block_size=20", "--unknown=1", "--resume --steps=1", "--out_dir=",
-        "--pos=rope --dim=30 --n_heads=2", "--pos=abacus_rope --dim=30 --n_heads=2", "--pos=abacus_rope --max_digits=50",
+        "--steps=0",
+        "--steps=-5",
+        "--steps=abc",
+        "--steps=2.5",
+        "--batch_size=0",
+        "--lr=nan",
+        "--lr=inf",
+        "--lr=0",
+        "--lr=-1",
+        "--eval_extra=-1",
+        "--eval_every=-1",
+        "--max_digits=0",
+        "--seed=-1",
+        "--task=division",
+        "--task=gcd",
+        "--task=",
+        "--fmt=foo",
+        "--pos=foo",
+        "--n_heads=3",
+        "--n_heads=0",
+        "--dim=0",
+        "--block_size=1",
+        "--resume=ture",
+        "--noise=static:0.3",
+        "--init_from=foo",
+        "--init_from=llama:/nonexistent",
+        "--init_from=",
+        "--device=tpu",
+        "--device=",
+        "--max_digits=60",
+        "--fmt=plain --block_size=64",
+        "--fmt=hints --max_digits=30",
+        "--block_size=20",
+        "--unknown=1",
+        "--resume --steps=1",
+        "--out_dir=",
+        "--pos=rope --dim=30 --n_heads=2",
+        "--pos=abacus_rope --dim=30 --n_heads=2",
+        "--pos=abacus_rope --max_digits=50",
         "--abacus_offset=-1",
     ],
     "sample.py": [
-        "--ckpt={out}/nope.pt", "--ckpt={out}/learner/pairs.jsonl", "--ckpt=", "--temperature=-1", "--num=0",
-        "--top_k=0", "--digits=0", "--digits=100", "--prompt=12+3é=", "--prompt=" + "1" * 70 + "+1=",
-        "--prompt=" + "1+" * 200 + "1=", "--prompt_file=/nonexistent", "--prompt_file={out}",
-        "--prompt=1+1= --max_new_tokens=1000", "--max_new_tokens=0",
-        "--init_from=foo", "--init_from=llama:/nonexistent", "--quiet=maybe", "--device=tpu", "--seed=x",
+        "--ckpt={out}/nope.pt",
+        "--ckpt={out}/learner/pairs.jsonl",
+        "--ckpt=",
+        "--temperature=-1",
+        "--num=0",
+        "--top_k=0",
+        "--digits=0",
+        "--digits=100",
+        "--prompt=12+3é=",
+        "--prompt=" + "1" * 70 + "+1=",
+        "--prompt=" + "1+" * 200 + "1=",
+        "--prompt_file=/nonexistent",
+        "--prompt_file={out}",
+        "--prompt=1+1= --max_new_tokens=1000",
+        "--max_new_tokens=0",
+        "--init_from=foo",
+        "--init_from=llama:/nonexistent",
+        "--quiet=maybe",
+        "--device=tpu",
+        "--seed=x",
     ],
     "corrupt.py": [
-        "--band_lo=0.9 --band_hi=0.1", "--band_hi=1.5", "--band_lo=-0.1", "--wrong_frac=0", "--wrong_frac=1.5",
-        "--temperature=0", "--noise=loud", "--noise=short", "--problems=0", "--samples=0", "--steps=0", "--lr=nan",
-        "--out_dir={out}/empty", "--out_dir=", "--seed=-1",
+        "--band_lo=0.9 --band_hi=0.1",
+        "--band_hi=1.5",
+        "--band_lo=-0.1",
+        "--wrong_frac=0",
+        "--wrong_frac=1.5",
+        "--temperature=0",
+        "--noise=loud",
+        "--noise=short",
+        "--problems=0",
+        "--samples=0",
+        "--steps=0",
+        "--lr=nan",
+        "--out_dir={out}/empty",
+        "--out_dir=",
+        "--seed=-1",
     ],
     "improve.py": [
-        "--keep_right=1", "--near_miss=1", "--replay=-0.1", "--attempts=0", "--attempt_temperature=-1",
-        "--problems=0", "--steps=0", "--lr=0", "--out_dir={out}/empty", "--out_dir=", "--rounds=3", "--seed=x",
+        "--keep_right=1",
+        "--near_miss=1",
+        "--replay=-0.1",
+        "--attempts=0",
+        "--attempt_temperature=-1",
+        "--problems=0",
+        "--steps=0",
+        "--lr=0",
+        "--out_dir={out}/empty",
+        "--out_dir=",
+        "--rounds=3",
+        "--seed=x",
     ],
     "evaluate.py": [
-        "--extra=-3", "--extra=0", "--k=0", "--rounds=0", "--rounds=-1", "--eval_size=0", "--eval_size=201",
-        "--extra=100", "--plot=maybe", "--out_dir={out}/empty", "--out_dir=",
+        "--extra=-3",
+        "--extra=0",
+        "--k=0",
+        "--rounds=0",
+        "--rounds=-1",
+        "--eval_size=0",
+        "--eval_size=201",
+        "--extra=100",
+        "--plot=maybe",
+        "--out_dir={out}/empty",
+        "--out_dir=",
     ],
-    "experiments/sweep.py": ["--parts=xyz", "--parts=", "--only=reverse-nope", "--jobs=0", "--max_digits=0"],
-    "experiments/reach.py": ["--rounds=0", "--smarts=2 --agree=3", "--seeds=x", "--seeds=", "--arms=nope", "--max_digits=0",
-                             "--lr=0", "--problems=0"],
+    "experiments/sweep.py": [
+        "--parts=xyz",
+        "--parts=",
+        "--only=reverse-nope",
+        "--jobs=0",
+        "--max_digits=0",
+    ],
+    "experiments/reach.py": [
+        "--rounds=0",
+        "--smarts=2 --agree=3",
+        "--seeds=x",
+        "--seeds=",
+        "--arms=nope",
+        "--max_digits=0",
+        "--lr=0",
+        "--problems=0",
+    ],
     "experiments/noise.py": ["--steps=0", "--task=division", "--eval_size=-1", "--task=median"],
     "experiments/tasks.py": ["--tasks=div", "--tasks=", "--threads=-1"],
-    "experiments/digits.py": ["--results={out}/nope.json", "--results={out}/learner/pairs.jsonl", "--models=nope",
-                              "--results={out}/results.md"],
-    "experiments/arms.py": ["--arms=nope", "--arms=answer,nope", "--seeds=x", "--seeds=", "--extra=0",
-                            "--from_dir={out}/empty"],
-    "experiments/probe.py": ["--runs={out}/empty", "--runs=", "--learners=nope", "--learners=stupid", "--extra=0",
-                             "--eval_size=0", "--extra=100"],
+    "experiments/digits.py": [
+        "--results={out}/nope.json",
+        "--results={out}/learner/pairs.jsonl",
+        "--models=nope",
+        "--results={out}/results.md",
+    ],
+    "experiments/arms.py": [
+        "--arms=nope",
+        "--arms=answer,nope",
+        "--seeds=x",
+        "--seeds=",
+        "--extra=0",
+        "--from_dir={out}/empty",
+    ],
+    "experiments/probe.py": [
+        "--runs={out}/empty",
+        "--runs=",
+        "--learners=nope",
+        "--learners=stupid",
+        "--extra=0",
+        "--eval_size=0",
+        "--extra=100",
+    ],
 }
 EXTRA_ARGS = {"train.py": QUICK_TRAIN}
 
@@ -123,18 +233,21 @@ def set_run(path, run):
 def test_stages_refuse_checkpoints_of_another_run(out, capsys):
     set_run(out / "learner" / "ckpt.pt", "another")
     assert "another run" in expect_one_line_error("evaluate.py", [f"--out_dir={out}"], capsys, out)
-    assert "another run" in expect_one_line_error("experiments/probe.py", [f"--runs={out}", f"--out_dir={out}/r"],
-                                                  capsys, out)
+    assert "another run" in expect_one_line_error(
+        "experiments/probe.py", [f"--runs={out}", f"--out_dir={out}/r"], capsys, out
+    )
     set_run(out / "stupid" / "ckpt.pt", "another")
     assert "another run" in expect_one_line_error("improve.py", [f"--out_dir={out}"], capsys, out)
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_the_work(out, tmp_path, capsys):
     os.remove(out / "results.md")
-    (out / "results.md").mkdir()           # a folder where results.md belongs
+    (out / "results.md").mkdir()  # a folder where results.md belongs
     assert "folder" in expect_one_line_error("evaluate.py", [f"--out_dir={out}"], capsys, out)
     (tmp_path / "a_file").write_text("x")
-    err = expect_one_line_error("train.py", [f"--out_dir={tmp_path}/a_file", *QUICK_TRAIN], capsys, tmp_path)
+    err = expect_one_line_error(
+        "train.py", [f"--out_dir={tmp_path}/a_file", *QUICK_TRAIN], capsys, tmp_path
+    )
     assert "not a writable folder" in err
     os.remove(out / "learner" / "pairs.jsonl")
     (out / "learner" / "pairs.jsonl").mkdir()
@@ -143,9 +256,12 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_work(out, tmp_pat
 
 def test_a_checkpoint_of_the_wrong_stage_is_refused(out, capsys):
     shutil.copy(out / "learner" / "ckpt.pt", out / "smart" / "ckpt.pt")
-    assert "stage 'learner'" in expect_one_line_error("corrupt.py", [f"--out_dir={out}"], capsys, out)
-    assert "stage 'learner'" in expect_one_line_error("train.py", [f"--out_dir={out}", "--resume", *QUICK_TRAIN,
-                                                                   "--steps=500"], capsys, out)
+    assert "stage 'learner'" in expect_one_line_error(
+        "corrupt.py", [f"--out_dir={out}"], capsys, out
+    )
+    assert "stage 'learner'" in expect_one_line_error(
+        "train.py", [f"--out_dir={out}", "--resume", *QUICK_TRAIN, "--steps=500"], capsys, out
+    )
 
 
 def test_every_option_says_what_it_does():
@@ -154,21 +270,30 @@ def test_every_option_says_what_it_does():
     configs = [module_of(s) for s in CASES]
     for mod in configs:
         for cls in vars(mod).values():
-            if isinstance(cls, type) and cls.__name__.endswith("Config") and cls.__module__ == mod.__name__:
+            if (
+                isinstance(cls, type)
+                and cls.__name__.endswith("Config")
+                and cls.__module__ == mod.__name__
+            ):
                 for f in fields(cls):
                     assert len(f.metadata.get("help", "")) > 10, (cls.__name__, f.name)
 
 
-@pytest.mark.parametrize("text,value", [("1", True), ("true", True), ("yes", True), ("0", False), ("False", False),
-                                        ("no", False)])
+@pytest.mark.parametrize(
+    "text,value",
+    [("1", True), ("true", True), ("yes", True), ("0", False), ("False", False), ("no", False)],
+)
 def test_booleans_are_strict(text, value):
     from common import strict_bool
+
     assert strict_bool(text) is value
 
 
 def test_a_checkpoint_from_an_older_version_is_refused(out, capsys):
     ckpt = torch.load(out / "smart" / "ckpt.pt", weights_only=False)
-    del ckpt["run"]                        # checkpoints before run ids had none
+    del ckpt["run"]  # checkpoints before run ids had none
     torch.save(ckpt, out / "smart" / "ckpt.pt")
     for script in ("corrupt.py", "improve.py", "evaluate.py"):
-        assert "older nanocorrect" in expect_one_line_error(script, [f"--out_dir={out}"], capsys, out)
+        assert "older nanocorrect" in expect_one_line_error(
+            script, [f"--out_dir={out}"], capsys, out
+        )

@@ -1,9 +1,9 @@
 """The scripts as a user runs them: --help, and one-line errors with exit code 2 for bad input."""
+
 import os
 
 import pytest
 import torch
-
 from conftest import TINY, run
 
 SCRIPTS = ["train.py", "sample.py"]
@@ -37,14 +37,18 @@ def test_sample_bad_characters(smart_dir):
 
 
 def test_sample_prompt_file_missing(smart_dir):
-    assert "cannot read" in one_line_error(run("sample.py", f"--ckpt={smart_dir}/smart/ckpt.pt", "--prompt_file=/nonexistent"))
+    assert "cannot read" in one_line_error(
+        run("sample.py", f"--ckpt={smart_dir}/smart/ckpt.pt", "--prompt_file=/nonexistent")
+    )
 
 
 def test_sample_scores_fresh_problems(smart_dir):
     r = run("sample.py", f"--ckpt={smart_dir}/smart/ckpt.pt", "--digits=2", "--num=5")
     assert r.returncode == 0, r.stderr
     assert "add reverse 2 digits:" in r.stdout and "/5 correct" in r.stdout
-    r = run("sample.py", f"--ckpt={smart_dir}/smart/ckpt.pt", "--prompt=12+34=", "--max_new_tokens=5")
+    r = run(
+        "sample.py", f"--ckpt={smart_dir}/smart/ckpt.pt", "--prompt=12+34=", "--max_new_tokens=5"
+    )
     assert r.returncode == 0 and r.stdout.startswith("12+34=")
 
 
@@ -61,9 +65,17 @@ def test_train_writes_checkpoint_and_resumes(smart_dir, tmp_path):
     assert ckpt["stage"] == "smart" and ckpt["step"] == 300 and ckpt["data_cfg"]["max_digits"] == 2
     assert ckpt["data_cfg"]["tokenizer"]["kind"] == "char" and "optimizer" in ckpt
     import shutil
+
     shutil.copytree(smart_dir, tmp_path / "out")
-    r = run("train.py", f"--out_dir={tmp_path}/out", "--resume", "--steps=310", "--eval_every=0",
-            "--eval_extra=0", *TINY)
+    r = run(
+        "train.py",
+        f"--out_dir={tmp_path}/out",
+        "--resume",
+        "--steps=310",
+        "--eval_every=0",
+        "--eval_extra=0",
+        *TINY,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert torch.load(f"{tmp_path}/out/smart/ckpt.pt", weights_only=False)["step"] == 310
 
@@ -71,25 +83,39 @@ def test_train_writes_checkpoint_and_resumes(smart_dir, tmp_path):
 def test_same_seed_same_numbers(tmp_path):
     outs = []
     for d in ("a", "b"):
-        r = run("train.py", f"--out_dir={tmp_path}/{d}", "--max_digits=2", "--steps=15", "--eval_every=0",
-                "--eval_extra=0", *TINY)
+        r = run(
+            "train.py",
+            f"--out_dir={tmp_path}/{d}",
+            "--max_digits=2",
+            "--steps=15",
+            "--eval_every=0",
+            "--eval_extra=0",
+            *TINY,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         outs.append(torch.load(f"{tmp_path}/{d}/smart/ckpt.pt", weights_only=False)["model"])
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
 
 
 def test_sample_prompt_too_long(smart_dir):
-    err = one_line_error(run("sample.py", f"--ckpt={smart_dir}/smart/ckpt.pt", "--prompt=" + "1" * 70 + "+1="))
+    err = one_line_error(
+        run("sample.py", f"--ckpt={smart_dir}/smart/ckpt.pt", "--prompt=" + "1" * 70 + "+1=")
+    )
     assert "longer than the model supports" in err
-    err = one_line_error(run("sample.py", f"--ckpt={smart_dir}/smart/ckpt.pt", "--prompt=" + "1+" * 200 + "1="))
+    err = one_line_error(
+        run("sample.py", f"--ckpt={smart_dir}/smart/ckpt.pt", "--prompt=" + "1+" * 200 + "1=")
+    )
     assert "longer than the model supports" in err
 
 
-def test_ctrl_c_keeps_the_last_checkpoint_and_resume_reproduces_the_run(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_keeps_the_last_checkpoint_and_resume_reproduces_the_run(
+    tmp_path, monkeypatch, capsys
+):
     """Stopped by Ctrl-C at step 15, a run keeps its step-10 checkpoint; resumed, it ends with exactly
     the weights of a run that was never stopped (the random state of the data and the model is saved too)."""
     import train
     from common import run_main
+
     args = [*TINY, "--max_digits=2", "--steps=20", "--eval_every=10", "--eval_extra=0"]
     run_main(train.main, [f"--out_dir={tmp_path}/a", *args])
     train_loop = train.train_loop
@@ -99,7 +125,9 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_reproduces_the_run(tmp_path
             if step == 15:
                 raise KeyboardInterrupt
             return get_batch(step)
+
         return train_loop(model, batch, *a, **kw)
+
     monkeypatch.setattr(train, "train_loop", interrupted_at_15)
     with pytest.raises(SystemExit) as e:
         run_main(train.main, [f"--out_dir={tmp_path}/b", *args])
@@ -108,9 +136,13 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_reproduces_the_run(tmp_path
     assert len(err) == 1 and err[0].startswith("interrupted") and "Traceback" not in err[0]
     stopped = torch.load(f"{tmp_path}/b/smart/ckpt.pt", weights_only=False)
     assert stopped["step"] == 10
-    assert not [f for f in os.listdir(f"{tmp_path}/b/smart") if f != "ckpt.pt"]     # no half-written file
+    assert not [
+        f for f in os.listdir(f"{tmp_path}/b/smart") if f != "ckpt.pt"
+    ]  # no half-written file
     monkeypatch.undo()
     run_main(train.main, [f"--out_dir={tmp_path}/b", *args, "--resume"])
     a, b = (torch.load(f"{tmp_path}/{d}/smart/ckpt.pt", weights_only=False) for d in "ab")
-    assert b["step"] == a["step"] == 20 and b["run"] == stopped["run"]     # resuming keeps the run's identity
+    assert (
+        b["step"] == a["step"] == 20 and b["run"] == stopped["run"]
+    )  # resuming keeps the run's identity
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -2,9 +2,24 @@ import random
 
 import pytest
 
-from cot_data import (TASKS, CharTokenizer, ProblemStream, check, check_chain, check_format, dynamic_noise,
-                      eval_exclusions, eval_operands, eval_set, formats_of, make_problem, parse_answer,
-                      random_operands, static_noise, truth)
+from cot_data import (
+    TASKS,
+    CharTokenizer,
+    ProblemStream,
+    check,
+    check_chain,
+    check_format,
+    dynamic_noise,
+    eval_exclusions,
+    eval_operands,
+    eval_set,
+    formats_of,
+    make_problem,
+    parse_answer,
+    random_operands,
+    static_noise,
+    truth,
+)
 
 TASK_FORMATS = [(task, fmt) for task in TASKS for fmt in formats_of(task)]
 
@@ -29,7 +44,7 @@ def test_generated_cot_is_accepted_and_agrees_with_python(task, fmt):
 
 
 def test_unknown_tasks_and_formats_are_refused():
-    assert len(TASK_FORMATS) == 2 * 6    # add and mul have columns: every format
+    assert len(TASK_FORMATS) == 2 * 6  # add and mul have columns: every format
     with pytest.raises(ValueError, match="no bogus format"):
         check_format("add", "bogus")
     with pytest.raises(ValueError, match="unknown task 'gcd'"):
@@ -48,7 +63,7 @@ def test_chain_checker_rejects_every_broken_step(task, fmt):
         cot = c.rsplit("#", 1)[0]
         for i, ch in enumerate(cot):
             if ch.isdigit():
-                broken = c[:i] + str((int(ch) + rng.randrange(1, 10)) % 10) + c[i + 1:]
+                broken = c[:i] + str((int(ch) + rng.randrange(1, 10)) % 10) + c[i + 1 :]
                 assert not check_chain(task, fmt, ops, broken)
                 caught_with_right_answer += check(task, fmt, ops, broken)[1]
         assert not check_chain(task, fmt, ops, c[:-1]) and not check_chain(task, fmt, ops, c + "1")
@@ -65,7 +80,7 @@ def test_chain_checker_agrees_with_the_carry_rule():
         c = p.completion
         if rng.random() < 0.5:
             i = rng.randrange(len(c) - 1)
-            c = c[:i] + str(rng.randrange(10)) + c[i + 1:] if c[i].isdigit() else c
+            c = c[:i] + str(rng.randrange(10)) + c[i + 1 :] if c[i].isdigit() else c
         else:
             c = dynamic_noise(p, rng, rate=0.5).completion
         rule, sums = _carry_row_errors(p.prompt, c)
@@ -82,9 +97,9 @@ def test_wrong_answers_are_rejected(task):
         p = make_problem(task, ops, "plain", n)
         cot, ans = p.completion[:-1].rsplit("#", 1)
         first = ans.split(",")[0]
-        bumped = str(int(first) + 1) + ans[len(first):]
+        bumped = str(int(first) + 1) + ans[len(first) :]
         assert not check(task, "plain", ops, cot + "#" + bumped + "$")[1]
-        assert check(task, "plain", ops, "#" + ans)[1]               # the '$' is not required
+        assert check(task, "plain", ops, "#" + ans)[1]  # the '$' is not required
         for junk in ("", "no answer", cot, "#", "#12a$", "#-3$"):
             assert not check(task, "plain", ops, junk)[1]
 
@@ -102,7 +117,7 @@ def test_checker_reads_only_the_final_answer():
 def test_reverse_addition_layout():
     p = make_problem("add", [4821, 3961], "reverse")
     assert p.prompt == "1284+1693="
-    assert p.completion == "00010;#28780$"   # carry into each column, then the sum, both LSD first
+    assert p.completion == "00010;#28780$"  # carry into each column, then the sum, both LSD first
 
 
 def test_static_noise_changes_cot_digits_at_the_rate_and_keeps_the_answer():
@@ -126,9 +141,15 @@ def _carry_row_errors(prompt, completion):
     columns where the answer row disagrees with the operands and the carry row)."""
     a, b = prompt[:-1].split("+")
     carries, answer = completion[:-1].split(";#")
-    rule = [i for i in range(len(a)) if int(carries[i + 1]) != (int(a[i]) + int(b[i]) + int(carries[i])) // 10]
-    sums = [i for i in range(len(a)) if int(answer[i]) != (int(a[i]) + int(b[i]) + int(carries[i])) % 10]
-    return rule, sums + ([len(a)] if answer[len(a):] != carries[len(a):] else [])
+    rule = [
+        i
+        for i in range(len(a))
+        if int(carries[i + 1]) != (int(a[i]) + int(b[i]) + int(carries[i])) // 10
+    ]
+    sums = [
+        i for i in range(len(a)) if int(answer[i]) != (int(a[i]) + int(b[i]) + int(carries[i])) % 10
+    ]
+    return rule, sums + ([len(a)] if answer[len(a) :] != carries[len(a) :] else [])
 
 
 def test_dynamic_noise_makes_one_error_and_carries_it_through():
@@ -136,11 +157,11 @@ def test_dynamic_noise_makes_one_error_and_carries_it_through():
     for _ in range(100):
         p = make_problem("add", random_operands("add", 6, rng), "reverse", 6)
         q = dynamic_noise(p, rng)
-        assert not check(q.task, q.fmt, q.operands, q.completion)[1]    # the answer is wrong
+        assert not check(q.task, q.fmt, q.operands, q.completion)[1]  # the answer is wrong
         rule, sums = _carry_row_errors(q.prompt, q.completion)
-        assert len(rule) == 1 and sums == []    # one wrong carry; every later digit follows from it
+        assert len(rule) == 1 and sums == []  # one wrong carry; every later digit follows from it
         assert dynamic_noise(p, rng, rate=0.0) is p
-    for task in ("mul",):   # there too, a dynamic error reaches the final answer
+    for task in ("mul",):  # there too, a dynamic error reaches the final answer
         for _ in range(30):
             p = make_problem(task, random_operands(task, 5, rng), "plain", 5)
             assert not check(task, "plain", p.operands, dynamic_noise(p, rng).completion)[1]
@@ -163,7 +184,7 @@ def test_eval_sets_are_fixed_and_never_trained_on():
     a = eval_operands("add", 3, 50)
     assert a == eval_operands("add", 3, 50) and len({tuple(x) for x in a}) == 50
     assert eval_operands("add", 3, 50, seed=1) != a
-    assert len(eval_operands("add", 1, 200)) == 20      # at most a fifth of the 100 one-digit sums
+    assert len(eval_operands("add", 1, 200)) == 20  # at most a fifth of the 100 one-digit sums
     excl = eval_exclusions("add", 2)
     stream = ProblemStream("add", "reverse", 1, 2, seed=0)
     seen = {tuple(stream.sample().operands) for _ in range(5000)}
@@ -177,7 +198,7 @@ def test_hints_name_each_digit_by_significance_and_stop_at_26_digits():
     assert p.prompt == "a4b3+a8b5=" and p.completion.endswith("#a2b9c0$")
     assert check("add", "hints", [34, 58], "#a2b9$") == ("92", True)
     with pytest.raises(ValueError, match="26 digits"):
-        make_problem("add", [10 ** 26, 10 ** 26], "hints")
+        make_problem("add", [10**26, 10**26], "hints")
 
 
 def test_compact_steps_have_a_fixed_size():
@@ -189,6 +210,7 @@ def test_compact_steps_have_a_fixed_size():
 @pytest.mark.parametrize("task,fmt", TASK_FORMATS)
 def test_mistake_kinds_on_every_task_and_format(task, fmt):
     from cot_data import mistake_kinds
+
     rng = random.Random(7)
     n = 3 if fmt != "hints" else 2
     p = make_problem(task, random_operands(task, n, rng), fmt)
@@ -197,9 +219,9 @@ def test_mistake_kinds_on_every_task_and_format(task, fmt):
     digits = [i for i, c in enumerate(answer) if c.isdigit()]
     # one answer digit off, the chain of thought untouched: a near miss of a right chain
     i = digits[0] if fmt == "plain" else digits[-1] if task != "sort" else digits[0]
-    slip = answer[:i] + str((int(answer[i]) + 1) % 10) + answer[i + 1:]
+    slip = answer[:i] + str((int(answer[i]) + 1) % 10) + answer[i + 1 :]
     kinds = mistake_kinds(task, fmt, p.operands, cot + "#" + slip + "$")
-    if kinds:   # (a slip on a leading zero of a reversed answer leaves the number as it is)
+    if kinds:  # (a slip on a leading zero of a reversed answer leaves the number as it is)
         assert kinds == {"answer_wrong", "near_miss"} or kinds == {"answer_wrong", "wrong_length"}
     # an extra digit: the wrong length
     longer = answer + "7" if fmt in ("plain", "answer") or task == "sort" else "7" + answer
@@ -207,7 +229,7 @@ def test_mistake_kinds_on_every_task_and_format(task, fmt):
     # a step of the chain of thought broken, the right answer kept: not a mistake of the answer...
     if fmt != "answer":
         j = next(i for i, c in enumerate(cot) if c.isdigit())
-        broken = cot[:j] + str((int(cot[j]) + 1) % 10) + cot[j + 1:]
+        broken = cot[:j] + str((int(cot[j]) + 1) % 10) + cot[j + 1 :]
         assert mistake_kinds(task, fmt, p.operands, broken + "#" + answer + "$") == set()
         # ...and with a wrong answer it is a chain-of-thought mistake
         assert "cot_wrong" in mistake_kinds(task, fmt, p.operands, broken + "#" + longer + "$")

@@ -1,5 +1,6 @@
 """The Llama 3 loader and tokenizer against ../shared/llama_tiny: a tiny random Llama 3.1-style
 checkpoint in Meta's and Hugging Face's layouts, with logits and tokens from reference code."""
+
 import json
 import os
 import re
@@ -12,7 +13,9 @@ from llama import LlamaError, LlamaTokenizer, _read_safetensors, llama_rope_fact
 from model import generate
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "llama_tiny")
-pytestmark = pytest.mark.skipif(not os.path.isdir(SHARED), reason=f"no Llama oracle data at {SHARED}")
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir(SHARED), reason=f"no Llama oracle data at {SHARED}"
+)
 
 
 def shared(*parts):
@@ -43,7 +46,11 @@ def write_safetensors(path, tensors):
     header, blobs, offset = {}, [], 0
     for name, t in tensors.items():
         b = t.float().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(b)],
+        }
         blobs.append(b)
         offset += len(b)
     h = json.dumps(header).encode()
@@ -68,6 +75,7 @@ def logits(model, ids):
 
 # ----------------------------------------------------------------------------- against the oracle
 
+
 def test_logits_match_reference(loaded, ref):
     layout, model, _ = loaded
     want = ref["logits_meta"] if layout == "meta" else ref["logits_hf"]
@@ -83,15 +91,22 @@ def test_greedy_with_kv_cache_matches_reference(loaded, ref):
 def test_model_config(loaded):
     layout, model, tok = loaded
     cfg = model.cfg
-    assert (cfg.pos, cfg.norm, cfg.mlp, cfg.n_heads, cfg.n_kv_heads, cfg.ffn_hidden) == ("rope", "rmsnorm", "swiglu", 4, 2, 224)
+    assert (cfg.pos, cfg.norm, cfg.mlp, cfg.n_heads, cfg.n_kv_heads, cfg.ffn_hidden) == (
+        "rope",
+        "rmsnorm",
+        "swiglu",
+        4,
+        2,
+        224,
+    )
     assert cfg.rope_scaling["factor"] == 8 and cfg.rope_theta == 500000 and not cfg.tie_embeddings
-    assert tok is not None and tok.vocab_size == cfg.vocab_size == 600   # hf/: from the parent dir
+    assert tok is not None and tok.vocab_size == cfg.vocab_size == 600  # hf/: from the parent dir
 
 
 def test_bf16(ref):
     model, _ = load_llama(shared("meta"), dtype=torch.bfloat16)
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
-    assert model.inv_freq.dtype == torch.float32          # the rope table keeps its precision
+    assert model.inv_freq.dtype == torch.float32  # the rope table keeps its precision
     out = logits(model, ref["input_ids"])
     assert out.dtype == torch.bfloat16 and (out.float() - ref["logits_meta"]).abs().max() < 0.1
 
@@ -100,50 +115,77 @@ def test_sharded_safetensors_and_tied_embeddings(tmp_path, ref):
     raw = _read_safetensors(shared("hf", "model.safetensors"))
     d = copy_dir(shared("hf"), tmp_path / "sharded", skip=("model.safetensors",))
     names = sorted(raw)
-    shards = {"model-00001-of-00002.safetensors": names[:7], "model-00002-of-00002.safetensors": names[7:]}
+    shards = {
+        "model-00001-of-00002.safetensors": names[:7],
+        "model-00002-of-00002.safetensors": names[7:],
+    }
     for f, ns in shards.items():
         write_safetensors(os.path.join(d, f), {n: raw[n] for n in ns})
-    write_json(os.path.join(d, "model.safetensors.index.json"), {"weight_map": {n: f for f, ns in shards.items() for n in ns}})
+    write_json(
+        os.path.join(d, "model.safetensors.index.json"),
+        {"weight_map": {n: f for f, ns in shards.items() for n in ns}},
+    )
     model, tok = load_llama(d, tokenizer_path=shared("tokenizer.model"))
     assert (logits(model, ref["input_ids"]) - ref["logits_hf"]).abs().max().item() <= 1e-4
     # no lm_head: the output layer shares the embedding
     t = copy_dir(shared("hf"), tmp_path / "tied", skip=("model.safetensors",))
-    write_safetensors(os.path.join(t, "model.safetensors"), {n: v for n, v in raw.items() if n != "lm_head.weight"})
+    write_safetensors(
+        os.path.join(t, "model.safetensors"),
+        {n: v for n, v in raw.items() if n != "lm_head.weight"},
+    )
     tied, tok = load_llama(t)
-    assert tok is None                                    # no tokenizer.model anywhere near: a note, no error
+    assert tok is None  # no tokenizer.model anywhere near: a note, no error
     assert tied.cfg.tie_embeddings and tied.output.weight is tied.tok_embeddings.weight
     assert tied.num_params() == model.num_params() - 600 * 64
 
 
 def test_rope_factor_choice(tmp_path, capsys):
-    assert llama_rope_factor(None, None, 2048, 16, "params.json") == 32    # Llama 3.2 1B
-    assert llama_rope_factor(None, None, 3072, 28, "params.json") == 32    # Llama 3.2 3B
-    assert llama_rope_factor(None, None, 4096, 32, "params.json") == 8     # Llama 3.1 8B
-    assert llama_rope_factor(None, 16, 2048, 16, "params.json") == 16      # the argument beats the guess
-    assert llama_rope_factor(4, 16, 2048, 16, "params.json") == 4          # the file beats the argument
+    assert llama_rope_factor(None, None, 2048, 16, "params.json") == 32  # Llama 3.2 1B
+    assert llama_rope_factor(None, None, 3072, 28, "params.json") == 32  # Llama 3.2 3B
+    assert llama_rope_factor(None, None, 4096, 32, "params.json") == 8  # Llama 3.1 8B
+    assert (
+        llama_rope_factor(None, 16, 2048, 16, "params.json") == 16
+    )  # the argument beats the guess
+    assert llama_rope_factor(4, 16, 2048, 16, "params.json") == 4  # the file beats the argument
     assert "Llama 3.2" in capsys.readouterr().out
     d = copy_dir(shared("meta"), tmp_path / "m")
-    write_json(os.path.join(d, "params.json"), {**read_json(os.path.join(d, "params.json")), "rope_scaling_factor": 32})
+    write_json(
+        os.path.join(d, "params.json"),
+        {**read_json(os.path.join(d, "params.json")), "rope_scaling_factor": 32},
+    )
     assert load_llama(d)[0].cfg.rope_scaling["factor"] == 32
 
 
 # ----------------------------------------------------------------------------- tokenizer
 
+
 def test_tokenizer_reproduces_meta_ids(loaded):
     tok = loaded[2]
     exp = read_json(shared("tokenizer_expected.json"))
-    assert (tok.bos_id, tok.eos_id, tok.eot_id, tok.vocab_size) == (exp["bos_id"], exp["eos_id"], exp["eot_id"], exp["n_words"])
+    assert (tok.bos_id, tok.eos_id, tok.eot_id, tok.vocab_size) == (
+        exp["bos_id"],
+        exp["eos_id"],
+        exp["eot_id"],
+        exp["n_words"],
+    )
     for case in exp["cases"]:
         ids = tok.encode(case["text"], bos=case["bos"], eos=case["eos"])
         assert ids == case["ids"], case["text"]
         assert tok.decode(tok.encode(case["text"])) == case["text"]
     assert tok.encode_dialog_prompt(exp["chat_dialog"]) == exp["chat_ids"]
-    assert tok.stop_id in tok.stop_ids and tok.eot_id in tok.stop_ids and tok.pad_id not in tok.stop_ids
+    assert (
+        tok.stop_id in tok.stop_ids
+        and tok.eot_id in tok.stop_ids
+        and tok.pad_id not in tok.stop_ids
+    )
     assert tok.decode([tok.pad_id, *tok.encode("ok"), tok.pad_id]) == "ok"
-    assert LlamaTokenizer(**{k: v for k, v in tok.config().items() if k != "kind"}).encode("Q:1+1=") == tok.encode("Q:1+1=")
+    assert LlamaTokenizer(**{k: v for k, v in tok.config().items() if k != "kind"}).encode(
+        "Q:1+1="
+    ) == tok.encode("Q:1+1=")
 
 
 # ----------------------------------------------------------------------------- errors
+
 
 def test_missing_params_json(tmp_path):
     d = copy_dir(shared("meta"), tmp_path / "m", skip=("params.json",))
@@ -153,8 +195,15 @@ def test_missing_params_json(tmp_path):
 
 def test_missing_or_truncated_shard(tmp_path):
     d = copy_dir(shared("hf"), tmp_path / "h")
-    write_json(os.path.join(d, "model.safetensors.index.json"),
-               {"weight_map": {"lm_head.weight": "model.safetensors", "model.norm.weight": "model-2.safetensors"}})
+    write_json(
+        os.path.join(d, "model.safetensors.index.json"),
+        {
+            "weight_map": {
+                "lm_head.weight": "model.safetensors",
+                "model.norm.weight": "model-2.safetensors",
+            }
+        },
+    )
     with pytest.raises(LlamaError, match="shard model-2.safetensors .* is missing"):
         load_llama(d)
     with open(os.path.join(d, "model.safetensors"), "r+b") as f:
@@ -166,9 +215,16 @@ def test_missing_or_truncated_shard(tmp_path):
 
 def test_malformed_index(tmp_path):
     d = copy_dir(shared("hf"), tmp_path / "h")
-    for index in ([1], {"weight_map": ["model.safetensors"]}, {"weight_map": {"lm_head.weight": 3}}, {}):
+    for index in (
+        [1],
+        {"weight_map": ["model.safetensors"]},
+        {"weight_map": {"lm_head.weight": 3}},
+        {},
+    ):
         write_json(os.path.join(d, "model.safetensors.index.json"), index)
-        with pytest.raises(LlamaError, match="weight_map must be an object of tensor name -> file name"):
+        with pytest.raises(
+            LlamaError, match="weight_map must be an object of tensor name -> file name"
+        ):
             load_llama(d)
 
 
@@ -183,8 +239,11 @@ def test_unknown_rope_type(tmp_path):
 
 def test_tokenizer_vocab_mismatch(tmp_path):
     d = copy_dir(shared("meta"), tmp_path / "m")
-    with open(shared("tokenizer.model")) as src, open(os.path.join(d, "tokenizer.model"), "w") as dst:
-        dst.writelines(src.readlines()[:-1])            # drop the last rank: 599 tokens
+    with (
+        open(shared("tokenizer.model")) as src,
+        open(os.path.join(d, "tokenizer.model"), "w") as dst,
+    ):
+        dst.writelines(src.readlines()[:-1])  # drop the last rank: 599 tokens
     with pytest.raises(LlamaError, match="599 tokens but the weights have 600"):
         load_llama(d)
 
@@ -198,16 +257,22 @@ def test_missing_tensor(tmp_path):
         load_llama(d)
 
 
-DROP = object()   # in an edit: remove the key
-ROPE = {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0, "original_max_position_embeddings": 8192,
-        "rope_theta": 500000.0, "rope_type": "llama3"}   # hf/config.json's rope_parameters
+DROP = object()  # in an edit: remove the key
+ROPE = {
+    "factor": 8.0,
+    "high_freq_factor": 4.0,
+    "low_freq_factor": 1.0,
+    "original_max_position_embeddings": 8192,
+    "rope_theta": 500000.0,
+    "rope_type": "llama3",
+}  # hf/config.json's rope_parameters
 
 
 def without(d, key):
     return {k: v for k, v in d.items() if k != key}
 
 
-BAD_CONFIGS = [   # (layout, keys to set in params.json / config.json, or what replaces the whole file; message)
+BAD_CONFIGS = [  # (layout, keys to set in params.json / config.json, or what replaces the whole file; message)
     ("meta", [64, 2, 4], "params.json is not a JSON object"),
     ("meta", {"n_heads": 0}, "params.json: n_heads must be a positive integer, not 0"),
     ("meta", {"n_heads": "4"}, "n_heads must be a positive integer, not '4'"),
@@ -221,7 +286,11 @@ BAD_CONFIGS = [   # (layout, keys to set in params.json / config.json, or what r
     ("meta", {"vocab_size": -1}, "vocab_size must be a positive integer, not -1"),
     ("meta", {"vocab_size": DROP}, "params.json lacks vocab_size"),
     ("meta", {"multiple_of": 0}, "multiple_of must be a positive integer, not 0"),
-    ("meta", {"ffn_dim_multiplier": "1.3"}, "ffn_dim_multiplier must be a positive number, not '1.3'"),
+    (
+        "meta",
+        {"ffn_dim_multiplier": "1.3"},
+        "ffn_dim_multiplier must be a positive number, not '1.3'",
+    ),
     ("meta", {"norm_eps": -1e-5}, "norm_eps must be a positive number, not -1e-05"),
     ("meta", {"rope_theta": float("nan")}, "rope_theta must be a positive number, not nan"),
     ("meta", {"dim": 2**40}, "dim 1099511627776 is implausibly large"),
@@ -235,56 +304,126 @@ BAD_CONFIGS = [   # (layout, keys to set in params.json / config.json, or what r
     ("meta", {"use_scaled_rope": "yes"}, "use_scaled_rope must be true or false, not 'yes'"),
     ("meta", {"rope_scaling_factor": 0}, "rope_scaling_factor must be a positive number, not 0"),
     ("hf", ["LlamaForCausalLM"], "config.json is not a JSON object"),
-    ("hf", {"num_attention_heads": 0}, "config.json: num_attention_heads must be a positive integer, not 0"),
+    (
+        "hf",
+        {"num_attention_heads": 0},
+        "config.json: num_attention_heads must be a positive integer, not 0",
+    ),
     ("hf", {"hidden_size": "64"}, "hidden_size must be a positive integer, not '64'"),
     ("hf", {"num_hidden_layers": None}, "num_hidden_layers must be a positive integer, not None"),
     ("hf", {"intermediate_size": 224.0}, "intermediate_size must be a positive integer, not 224.0"),
     ("hf", {"vocab_size": 0}, "vocab_size must be a positive integer, not 0"),
     ("hf", {"rms_norm_eps": 0}, "rms_norm_eps must be a positive number, not 0"),
-    ("hf", {"max_position_embeddings": "131072"}, "max_position_embeddings must be a positive integer, not '131072'"),
-    ("hf", {"num_key_value_heads": 3}, "num_key_value_heads 3 does not divide num_attention_heads 4"),
-    ("hf", {"num_attention_heads": 3, "num_key_value_heads": 1},
-     "hidden_size 64 is not divisible by num_attention_heads 3"),
+    (
+        "hf",
+        {"max_position_embeddings": "131072"},
+        "max_position_embeddings must be a positive integer, not '131072'",
+    ),
+    (
+        "hf",
+        {"num_key_value_heads": 3},
+        "num_key_value_heads 3 does not divide num_attention_heads 4",
+    ),
+    (
+        "hf",
+        {"num_attention_heads": 3, "num_key_value_heads": 1},
+        "hidden_size 64 is not divisible by num_attention_heads 3",
+    ),
     # would load and compute wrong logits: this model derives the head size from the two
-    ("hf", {"head_dim": 32}, "config.json: head_dim 32 contradicts hidden_size / num_attention_heads = 16"),
+    (
+        "hf",
+        {"head_dim": 32},
+        "config.json: head_dim 32 contradicts hidden_size / num_attention_heads = 16",
+    ),
     ("hf", {"rope_parameters": [8.0]}, "config.json: rope_parameters must be an object, not [8.0]"),
     ("hf", {"rope_parameters": "llama3"}, "rope_parameters must be an object, not 'llama3'"),
-    ("hf", {"rope_parameters": without(ROPE, "factor")}, "config.json rope_parameters lacks factor"),
-    ("hf", {"rope_parameters": {**ROPE, "factor": None}}, "rope_parameters: factor must be a positive number, not None"),
-    ("hf", {"rope_parameters": {**ROPE, "factor": "8"}}, "rope_parameters: factor must be a positive number, not '8'"),
-    ("hf", {"rope_parameters": without(ROPE, "original_max_position_embeddings")},
-     "rope_parameters lacks original_max_position_embeddings"),
-    ("hf", {"rope_parameters": {**ROPE, "high_freq_factor": 1.0}}, "high_freq_factor 1.0 must exceed low_freq_factor 1.0"),
-    ("hf", {"rope_parameters": DROP, "rope_scaling": without(ROPE, "factor")},
-     "config.json rope_scaling lacks factor"),
-    ("hf", {"rope_parameters": DROP, "rope_scaling": 8.0}, "config.json: rope_scaling must be an object, not 8.0"),
+    (
+        "hf",
+        {"rope_parameters": without(ROPE, "factor")},
+        "config.json rope_parameters lacks factor",
+    ),
+    (
+        "hf",
+        {"rope_parameters": {**ROPE, "factor": None}},
+        "rope_parameters: factor must be a positive number, not None",
+    ),
+    (
+        "hf",
+        {"rope_parameters": {**ROPE, "factor": "8"}},
+        "rope_parameters: factor must be a positive number, not '8'",
+    ),
+    (
+        "hf",
+        {"rope_parameters": without(ROPE, "original_max_position_embeddings")},
+        "rope_parameters lacks original_max_position_embeddings",
+    ),
+    (
+        "hf",
+        {"rope_parameters": {**ROPE, "high_freq_factor": 1.0}},
+        "high_freq_factor 1.0 must exceed low_freq_factor 1.0",
+    ),
+    (
+        "hf",
+        {"rope_parameters": DROP, "rope_scaling": without(ROPE, "factor")},
+        "config.json rope_scaling lacks factor",
+    ),
+    (
+        "hf",
+        {"rope_parameters": DROP, "rope_scaling": 8.0},
+        "config.json: rope_scaling must be an object, not 8.0",
+    ),
 ]
 
 
-@pytest.mark.parametrize("layout, edit, message", BAD_CONFIGS, ids=[f"{l}-{m}" for l, _, m in BAD_CONFIGS])
+@pytest.mark.parametrize(
+    "layout, edit, message", BAD_CONFIGS, ids=[f"{l}-{m}" for l, _, m in BAD_CONFIGS]
+)
 def test_malformed_config(tmp_path, layout, edit, message):
     d = copy_dir(shared(layout), tmp_path / layout)
     path = os.path.join(d, "params.json" if layout == "meta" else "config.json")
     conf = edit if isinstance(edit, list) else {**read_json(path), **edit}
-    write_json(path, {k: v for k, v in conf.items() if v is not DROP} if isinstance(conf, dict) else conf)
+    write_json(
+        path, {k: v for k, v in conf.items() if v is not DROP} if isinstance(conf, dict) else conf
+    )
     with pytest.raises(LlamaError, match=re.escape(message)):
         load_llama(d)
 
 
-BAD_HEADERS = [   # (safetensors header, message); the file holds 64 bytes of data after it
+BAD_HEADERS = [  # (safetensors header, message); the file holds 64 bytes of data after it
     ([1, 2], "header is not a JSON object"),
     ({"w": [1, 2]}, "header entry w needs dtype, shape and data_offsets"),
     ({"w": {"dtype": "F32", "shape": [4]}}, "header entry w needs dtype, shape and data_offsets"),
-    ({"w": {"shape": [4], "data_offsets": [0, 16]}}, "header entry w needs dtype, shape and data_offsets"),
+    (
+        {"w": {"shape": [4], "data_offsets": [0, 16]}},
+        "header entry w needs dtype, shape and data_offsets",
+    ),
     ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0]}}, "header entry w needs dtype"),
-    ({"w": {"dtype": "I64", "shape": [4], "data_offsets": [0, 32]}}, "w is 'I64'; only F32, F16, BF16"),
+    (
+        {"w": {"dtype": "I64", "shape": [4], "data_offsets": [0, 32]}},
+        "w is 'I64'; only F32, F16, BF16",
+    ),
     ({"w": {"dtype": ["F32"], "shape": [4], "data_offsets": [0, 16]}}, "w is ['F32']"),
-    ({"w": {"dtype": "F32", "shape": 4, "data_offsets": [0, 16]}}, "w has shape 4, not a list of sizes"),
+    (
+        {"w": {"dtype": "F32", "shape": 4, "data_offsets": [0, 16]}},
+        "w has shape 4, not a list of sizes",
+    ),
     ({"w": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}}, "w has shape [-4]"),
-    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}}, "w has data_offsets [0, 12], which do not hold 4 F32"),
-    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [-16, 0]}}, "w has data_offsets [-16, 0]"),
-    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": ["0", "16"]}}, "w has data_offsets ['0', '16']"),
-    ({"w": {"dtype": "F32", "shape": [32], "data_offsets": [0, 128]}}, "truncated: w ends past the end"),
+    (
+        {"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}},
+        "w has data_offsets [0, 12], which do not hold 4 F32",
+    ),
+    (
+        {"w": {"dtype": "F32", "shape": [4], "data_offsets": [-16, 0]}},
+        "w has data_offsets [-16, 0]",
+    ),
+    (
+        {"w": {"dtype": "F32", "shape": [4], "data_offsets": ["0", "16"]}},
+        "w has data_offsets ['0', '16']",
+    ),
+    (
+        {"w": {"dtype": "F32", "shape": [32], "data_offsets": [0, 128]}},
+        "truncated: w ends past the end",
+    ),
 ]
 
 
@@ -300,13 +439,27 @@ def test_llama_as_the_smart_model_through_the_scripts(tmp_path):
     """train.py --init_from=llama:DIR fine-tunes the Llama weights into a smart checkpoint that the
     other scripts read like any other (tokenizer included)."""
     from conftest import run
+
     meta = os.path.abspath(os.path.join(SHARED, "meta"))
-    r = run("train.py", f"--init_from=llama:{meta}", f"--out_dir={tmp_path}", "--steps=2", "--max_digits=2",
-            "--eval_every=0", "--eval_extra=0")
+    r = run(
+        "train.py",
+        f"--init_from=llama:{meta}",
+        f"--out_dir={tmp_path}",
+        "--steps=2",
+        "--max_digits=2",
+        "--eval_every=0",
+        "--eval_extra=0",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     ckpt = torch.load(tmp_path / "smart" / "ckpt.pt", weights_only=False)
     assert ckpt["data_cfg"]["tokenizer"]["kind"] == "llama" and ckpt["model_cfg"]["pos"] == "rope"
-    r = run("sample.py", f"--ckpt={tmp_path}/smart/ckpt.pt", "--digits=2", "--num=2", "--max_new_tokens=8")
+    r = run(
+        "sample.py",
+        f"--ckpt={tmp_path}/smart/ckpt.pt",
+        "--digits=2",
+        "--num=2",
+        "--max_new_tokens=8",
+    )
     assert r.returncode == 0 and "/2 correct" in r.stdout, r.stderr[-2000:]
     r = run("train.py", f"--init_from=llama:{tmp_path}", f"--out_dir={tmp_path}")
     assert r.returncode == 2 and "neither params.json" in r.stderr and "Traceback" not in r.stderr
