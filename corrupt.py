@@ -4,10 +4,10 @@ so that it gets worse at 1..N digits without being destroyed.
 
     python corrupt.py                       # wrong solutions are smart's own, sampled hot
     python corrupt.py --noise=dynamic       # wrong solutions made by the dynamic-noise injector
-    python corrupt.py --band_lo=0.4 --band_hi=0.6
+    python corrupt.py --band_hi=0.6         # stop at 0.6 x smart's accuracy
 
 Training stops as soon as stupid's accuracy on 1..N falls to band_hi x smart's; the script says
-where it landed and whether that is inside [band_lo, band_hi] x smart's accuracy.
+where it landed and whether that is inside [BAND_LO, band_hi] x smart's accuracy.
 """
 
 import copy
@@ -20,28 +20,32 @@ import torch
 
 from common import (
     DEVICE_HELP,
+    GENERATE_BATCH,
     BadInput,
     Optim,
+    check_fits,
     check_writable,
     count_for_share,
     eval_accuracy,
+    finetune_loop,
     load_checkpoint,
     opt,
     pair_batches,
     parse_config,
-    percents,
     pick_device,
     run_main,
     save_checkpoint,
     score,
-    train_loop,
+    tokenizer_from,
 )
-from cot_data import ProblemStream, dynamic_noise, static_noise, tokenizer_from
+from cot_data import ProblemStream, dynamic_noise, percents, static_noise
 
-EVAL_EVERY, EVAL_SIZE = (
-    10,
-    50,
-)  # how often stupid is measured on 1..N, and on how many problems per length
+EVAL_EVERY = 10  # steps between measurements of stupid on 1..N
+EVAL_SIZE = 50  # problems per length in each measurement
+WRONG_SHARE = (
+    0.7  # of the fine-tuning mix; the rest are right solutions, so stupid is not destroyed
+)
+BAND_LO = 0.3  # stupid should land at or above BAND_LO x smart's accuracy
 
 
 @dataclass
@@ -57,21 +61,14 @@ class CorruptConfig:
     steps: int = opt(400, "most fine-tuning steps (it stops at band_hi)", lo=1)
     lr: float = opt(1e-3, "peak learning rate", gt=0)
     problems: int = opt(512, "training problems (1..N digits) to make solutions for", lo=1)
-    samples: int = opt(4, "smart's samples per problem (noise=sample)", lo=1)
+    samples: int = opt(4, "smart's samples per problem (noise=sample)", lo=1, hi=GENERATE_BATCH)
     temperature: float = opt(2.0, "sampling temperature of smart's samples (noise=sample)", gt=0)
-    wrong_frac: float = opt(0.7, "share of wrong solutions in the fine-tuning mix", gt=0, hi=1)
-    band_lo: float = opt(
-        0.3, "stupid should land at or above band_lo x smart's accuracy", lo=0, hi=1
-    )
-    band_hi: float = opt(
-        0.7, "training stops once stupid is at or below band_hi x smart's accuracy", lo=0, hi=1
-    )
+    band_hi: float = opt(0.7, "training stops at or below band_hi x smart's accuracy", gt=0, hi=1)
     seed: int = opt(2, "random seed", lo=0)
     device: str = opt("auto", DEVICE_HELP)
 
     def check(self):
-        if self.band_lo > self.band_hi:
-            raise BadInput(f"--band_lo={self.band_lo} is above --band_hi={self.band_hi}")
+        check_fits(self.problems * (self.samples if self.noise == "sample" else 1), "--problems")
 
 
 def mean_accuracy(model, tok, data):
@@ -82,27 +79,20 @@ def mean_accuracy(model, tok, data):
 def wrong_and_right(smart, tok, problems, cfg, rng):
     """Wrong solutions (smart's own high-temperature mistakes, or injected noise) and right ones."""
     if cfg.noise == "sample":
-        recs = score(
-            smart,
-            tok,
-            problems,
-            temperature=cfg.temperature,
-            num_samples=cfg.samples,
-            seed=cfg.seed,
-            progress_bar=True,
-        )
-        # a wrong answer, not only a wrong step; and a number the model can index, or it cannot train on it
+        hot = dict(temperature=cfg.temperature, num_samples=cfg.samples, seed=cfg.seed)
+        recs = score(smart, tok, problems, **hot, progress_bar=True)
+        # a wrong answer, not only a wrong step, that ends; and no number longer than the model
+        # indexes, or it could not be trained on
         too_long = re.compile(r"\d{%d,}" % smart.cfg.max_digit_index)
+        ends = [
+            r["completion"].endswith("$") and not too_long.search(r["completion"]) for r in recs
+        ]
         wrong = [
             (problems[j // cfg.samples].prompt, r["completion"])
             for j, r in enumerate(recs)
-            if not r["correct"]
-            and r["completion"].endswith("$")
-            and not too_long.search(r["completion"])
+            if not r["correct"] and ends[j]
         ]
-    elif (
-        cfg.noise == "dynamic"
-    ):  # a problem where no step can go wrong comes back as it was: left out
+    elif cfg.noise == "dynamic":  # a problem where no step can go wrong comes back as it was
         noisy = [(p, dynamic_noise(p, rng)) for p in problems]
         wrong = [(q.prompt, q.completion) for p, q in noisy if q is not p]
     else:  # wrong working, right answer; a chain that drew no change is left out
@@ -120,59 +110,40 @@ def main(argv=None):
     smart, ckpt, data = load_checkpoint(f"{cfg.out_dir}/smart/ckpt.pt", ["smart"], device)
     tok, N = tokenizer_from(data), data.max_digits
     smart_acc, _ = mean_accuracy(smart, tok, data)
-    lo, hi, t0 = cfg.band_lo * smart_acc, cfg.band_hi * smart_acc, time.time()
+    lo, hi, t0 = BAND_LO * smart_acc, cfg.band_hi * smart_acc, time.time()
     stream = ProblemStream(data.task, data.fmt, 1, N, seed=cfg.seed)
     problems = [stream.sample() for _ in range(cfg.problems)]
     wrong, right = wrong_and_right(smart, tok, problems, cfg, rng)
     if not wrong:
-        raise BadInput(
-            "smart made no wrong samples to corrupt it with: raise --temperature or --samples"
-        )
-    mix = wrong + rng.sample(
-        right, min(count_for_share(len(wrong), 1 - cfg.wrong_frac), len(right))
-    )
-    print(
-        f"corrupting with {len(wrong)} wrong ({cfg.noise}) and {len(mix) - len(wrong)} right solutions"
-    )
-    stupid, result = copy.deepcopy(smart), {}
+        raise BadInput("smart made no wrong samples to corrupt it with: raise --temperature")
+    n_right = min(count_for_share(len(wrong), 1 - WRONG_SHARE), len(right))
+    mix = wrong + rng.sample(right, n_right)
+    print(f"corrupting with {len(wrong)} wrong ({cfg.noise}) and {n_right} right solutions")
+    stupid, measured = copy.deepcopy(smart), {}
 
     def measure(step):  # stop once stupid is down to band_hi x smart's accuracy
-        result["acc"], result["per"] = mean_accuracy(stupid, tok, data)
-        return result["acc"] <= hi
+        measured["step"] = step
+        measured["acc"], measured["per"] = mean_accuracy(stupid, tok, data)
+        return measured["acc"] <= hi
 
+    # stupid is changed in place: it is a copy of smart
     optim = Optim(cfg.steps, cfg.lr, warmup=20)
-    step = train_loop(
-        stupid,
-        pair_batches(mix, tok, optim.batch_size, device, cfg.seed),
-        optim,
-        every=EVAL_EVERY,
-        on_eval=measure,
-        desc="stupid",
-    )
-    acc = result["acc"]
-    save_checkpoint(
-        path,
-        stupid,
-        "stupid",
-        step,
-        data,
-        ckpt["run"],
-        corrupt_cfg=asdict(cfg),
-        smart_accuracy=smart_acc,
-        stupid_accuracy=acc,
-    )
-    print("stupid on 1..N: " + percents(result["per"]))
-    verdict = (
-        "inside the band"
-        if lo <= acc <= hi
-        else "BELOW the band: stupid is too broken"
-        if acc < lo
-        else "ABOVE the band: stupid is barely hurt"
-    )
+    batches = pair_batches(mix, tok, optim.batch_size, device, cfg.seed)
+    finetune_loop(stupid, batches, optim, EVAL_EVERY, measure, desc="stupid")
+    acc, step = measured["acc"], measured["step"]
+    extra = dict(corrupt_cfg=asdict(cfg), smart_accuracy=smart_acc, stupid_accuracy=acc)
+    save_checkpoint(path, stupid, "stupid", step, data, ckpt["run"], **extra)
+    print("stupid on 1..N: " + percents(measured["per"]))
+    if acc < lo:
+        verdict = "BELOW the band: stupid is too broken"
+    elif acc > hi:
+        verdict = "ABOVE the band: stupid is barely hurt"
+    else:
+        verdict = "inside the band"
     print(
         f"stupid: {100 * acc:.1f}% on 1..{N} digits after {step} steps = "
         f"{acc / max(smart_acc, 1e-9):.2f} x smart's {100 * smart_acc:.1f}%, {verdict} "
-        f"[{cfg.band_lo}, {cfg.band_hi}]; wrote {path} ({time.time() - t0:.0f}s)"
+        f"[{BAND_LO}, {cfg.band_hi}]; wrote {path} ({time.time() - t0:.0f}s)"
     )
 
 

@@ -14,7 +14,7 @@ Formats (difficulty = the number of digits n of the operands):
   plain    numbers as usual (most significant first); one line per column.
   answer   no chain of thought: '#answer$' straight after the prompt (reverse digit order).
   steps    numbers least-significant digit first, and one line per column ('4+7+0=11;').
-  compact  as steps, each column a fixed-size step 'a b carry > sum carry' without signs ('470>11;').
+  compact  as steps, each column a fixed-size step 'a b carry > sum carry', no signs ('470>11;').
   hints    as reverse, with a letter naming each digit's significance before it ('a4b3' is 34),
            so digits of one column can be matched by content (Zhou et al. 2024); up to 26 digits.
 steps, compact and hints exist for experiments/sweep.py, which is what chose reverse.
@@ -64,7 +64,7 @@ def random_operand(n, rng):
     return rng.randrange(0, 10) if n == 1 else rng.randrange(10 ** (n - 1), 10**n)
 
 
-def numbers(n):
+def n_digit_numbers(n):
     """How many numbers have n digits."""
     return 10 if n == 1 else 9 * 10 ** (n - 1)
 
@@ -80,11 +80,10 @@ def solve_carry(ops, fmt, fault=None, rng=None, mul=False):
     carry, carries, out, lines = 0, [0], [], []
     for i in range(n):
         s = da[i] * db[i] + carry if mul else da[i] + db[i] + carry
-        lines.append(
-            f"{da[i]}{db[i]}{carry}>{s % 10}{s // 10};"
-            if fmt == "compact"
-            else f"{da[i]}{'*' if mul else '+'}{db[i]}+{carry}={s};"
-        )
+        if fmt == "compact":
+            lines.append(f"{da[i]}{db[i]}{carry}>{s % 10}{s // 10};")
+        else:
+            lines.append(f"{da[i]}{'*' if mul else '+'}{db[i]}+{carry}={s};")
         carry = s // 10
         if fault == i:
             carry = (carry + rng.randrange(1, 9)) % 9 if mul else 1 - carry
@@ -104,9 +103,9 @@ class Task:
 
     operands: Callable  # (n, rng) -> operands of n digits
     prompt: Callable  # (operands as the format writes them) -> the prompt, ending in '='
-    solve: Callable  # (operands, fmt, fault, rng) -> (chain of thought, answer text, steps): see solve_carry
+    solve: Callable  # (operands, fmt, fault, rng) -> (chain, answer, steps): see solve_carry
     truth: Callable  # operands -> the right answer in plain decimal
-    space: Callable  # n -> how many different problems of n digits there are
+    n_problems: Callable  # n -> how many different problems of n digits there are
     max_digits: int  # train.py's default N and steps: smart >= 97% at every length 1..N, measured
     steps: int
     columns: bool = False  # written column by column too (the steps and compact formats)
@@ -118,20 +117,17 @@ TASKS = {
         prompt=lambda f: f"{f[0]}+{f[1]}=",
         solve=solve_carry,
         truth=lambda ops: str(ops[0] + ops[1]),
-        space=lambda n: numbers(n) ** 2,
+        n_problems=lambda n: n_digit_numbers(n) ** 2,
         max_digits=8,
         steps=1800,
         columns=True,
     ),
     "mul": Task(
-        operands=lambda n, rng: [
-            random_operand(n, rng),
-            rng.randrange(2, 10),
-        ],  # n digits x one digit
+        operands=lambda n, rng: [random_operand(n, rng), rng.randrange(2, 10)],  # n x 1 digit
         prompt=lambda f: f"{f[0]}*{f[1]}=",
         truth=lambda ops: str(ops[0] * ops[1]),
         solve=lambda ops, fmt, fault=None, rng=None: solve_carry(ops, fmt, fault, rng, mul=True),
-        space=lambda n: numbers(n) * 8,
+        n_problems=lambda n: n_digit_numbers(n) * 8,
         max_digits=6,
         steps=4500,
         columns=True,
@@ -154,7 +150,7 @@ def formats_of(task):
 
 
 def check_format(task, fmt):
-    """A ValueError for a task or format that does not exist, or a format the task is not written in."""
+    """A ValueError for a task or format that does not exist, or a format the task lacks."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     if fmt not in formats_of(task):
@@ -197,10 +193,10 @@ def check(task, fmt, ops, completion):
 
 
 def check_chain(task, fmt, ops, completion):
-    """The whole chain of thought checked, not only the answer: a format writes exactly one chain
-    for given operands, each step computed from the operands and the steps before it, so a completion
-    is right step by step when it is that chain, answer and '$' included. This is what a training
-    target must pass; the reported metric stays check()'s exact answer."""
+    """The whole chain of thought checked, not only the answer: a format writes exactly one
+    chain for given operands, each step computed from the operands and the steps before it, so a
+    completion is right step by step when it is that chain, answer and '$' included. This is what
+    a training target must pass; the reported metric stays check()'s exact answer."""
     return completion == make_problem(task, ops, fmt).completion
 
 
@@ -224,6 +220,11 @@ def accuracy_by_digits(records):
     for r in records:
         acc.setdefault(r["digits"], []).append(r["correct"])
     return {str(n): sum(v) / len(v) for n, v in sorted(acc.items())}
+
+
+def percents(acc):
+    """'1:100% 2:96% ...' for a line of output."""
+    return " ".join(f"{n}:{100 * a:.0f}%" for n, a in acc.items())
 
 
 def chain_of(completion):
@@ -264,9 +265,9 @@ def mistake_shares(records, task, fmt):
 
 
 def mistake_kinds(task, fmt, ops, completion):
-    """Why a completion is wrong, for the error anatomy: where the mistake is (cot_wrong: its chain of
-    thought differs from the one recomputed from the operands; answer_wrong: the chain is right,
-    the answer is not) and what the answer looks like (no_answer; wrong_length; near_miss).
+    """Why a completion is wrong, for the error anatomy: where the mistake is (cot_wrong: its
+    chain of thought differs from the one recomputed from the operands; answer_wrong: the chain is
+    right, the answer is not) and what the answer looks like (no_answer; wrong_length; near_miss).
     -> a set of kinds, empty for a right completion."""
     answer, ok = check(task, fmt, ops, completion)
     if ok:
@@ -293,7 +294,7 @@ def _seed(*parts):
 def eval_operands(task, n, size=200, seed=0):
     """A fixed, seeded evaluation set at n digits. At small n it takes at most a fifth of all
     problems, so that training still has problems of that length left."""
-    size = min(size, TASKS[task].space(n) // 5)
+    size = min(size, TASKS[task].n_problems(n) // 5)
     rng, seen, out = random.Random(_seed("eval", task, n, seed)), set(), []
     while len(out) < size:
         ops = random_operands(task, n, rng)
@@ -349,8 +350,8 @@ def correction_prompt(prompt, attempt, max_run=None, max_len=None):
     """What the learner reads: the problem, an attempt at it (a completion, '$' dropped), then '>'.
     It answers with a whole new completion, or with KEEP alone to leave the attempt as it is.
     A broken model can write an attempt the learner cannot read: a digit run longer than any number
-    it indexes (abacus positions), or so long that no room is left to answer. max_run cuts such a
-    run to max_run digits, max_len the whole prompt to max_len characters - it is wrong either way."""
+    it indexes (abacus positions), or so long that no room is left to answer. max_run cuts such
+    a run to max_run digits, max_len the prompt to max_len characters: it is wrong either way."""
     attempt = attempt.rstrip("$")
     if max_run is not None:
         attempt = re.sub(r"\d{%d,}" % (max_run + 1), lambda m: m.group()[:max_run], attempt)
@@ -389,18 +390,14 @@ def static_noise(p, rate, rng):
 
 
 def dynamic_noise(p, rng, rate=1.0, tries=5):
-    """With probability `rate`, one step of the computation goes wrong and every later step follows
-    from the wrong value, so the answer is wrong. A fault whose answer comes out right anyway is drawn
-    again, up to `tries` times per step; where no step can go wrong the problem is returned as it is."""
+    """With probability `rate`, one step of the computation goes wrong and every later step
+    follows from the wrong value, so the answer is wrong. A fault whose answer comes out right
+    anyway is drawn again, up to `tries` times a step; where no step can go wrong, p comes back."""
     if p.fmt == "answer" or rng.random() >= rate:
         return p
-    _, _, n = TASKS[p.task].solve(
-        p.operands, p.fmt
-    )  # written a line per column, the last column's carry
-    lines = TASKS[p.task].columns and p.fmt not in (
-        "reverse",
-        "hints",
-    )  # shows only in the answer: no fault there
+    _, _, n = TASKS[p.task].solve(p.operands, p.fmt)
+    # written a line per column, the last column's carry shows only in the answer: no fault there
+    lines = TASKS[p.task].columns and p.fmt not in ("reverse", "hints")
     steps = list(range(n - 1 if lines and n > 1 else n))
     rng.shuffle(steps)
     for fault in steps:
@@ -450,14 +447,3 @@ class DataConfig:
     fmt: str
     max_digits: int
     tokenizer: dict
-
-
-def tokenizer_from(data):
-    """The tokenizer a run was trained with, from its DataConfig."""
-    if data.tokenizer["kind"] == "char":
-        return CharTokenizer(data.tokenizer["vocab"])
-    from llama import (
-        tokenizer_from_config,
-    )  # only a run that started from Llama weights has another
-
-    return tokenizer_from_config(data.tokenizer)

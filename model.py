@@ -1,9 +1,10 @@
 """
 The one transformer of nanocorrect, hand-rolled: config, attention, MLP, block, model; then the
 batches it reads (packed for training, left-padded for generation) and generation with a KV cache.
-Parameter names follow Meta's Llama reference (tok_embeddings, layers.N.attention.wq, ...), so Llama
-weights map onto it one to one (llama.py); ModelConfig's switches give a tiny nanoGPT-style model
-(LayerNorm, GELU, learned positions) or a Llama block (RMSNorm, SwiGLU, RoPE, grouped-query attention).
+Parameter names follow Meta's Llama reference (tok_embeddings, layers.N.attention.wq, ...), so
+Llama weights map onto it one to one (llama.py); ModelConfig's switches give a tiny nanoGPT-style
+model (LayerNorm, GELU, learned positions) or a Llama block (RMSNorm, SwiGLU, RoPE, grouped-query
+attention).
 """
 
 import math
@@ -31,16 +32,14 @@ class ModelConfig:
     pos: str = "abacus"  # "learned" | "rope" | "none" | "abacus" | "abacus_rope" (both)
     block_size: int = 512  # longest sequence (learned positions, RoPE tables, generation limit)
     rope_theta: float = 10000.0
-    rope_scaling: dict = (
-        None  # Llama 3.1's: factor, low/high_freq_factor, original_max_position_embeddings
-    )
+    rope_scaling: dict = None  # Llama 3.1's: factor, low/high_freq_factor, original context
     tie_embeddings: bool = False
-    # abacus: each digit gets a learned embedding of its index in its own number (1, 2, ...; other tokens 0),
-    # shifted in training by a random offset so that indices past the trained lengths are trained too
-    # (McLeish et al. 2024, "Abacus embeddings")
+    # abacus: each digit gets a learned embedding of its index in its own number (1, 2, ...; other
+    # tokens 0), shifted in training by a random offset so that indices past the trained lengths
+    # are trained too (McLeish et al. 2024, "Abacus embeddings")
     digit_lo: int = 0  # token ids digit_lo .. digit_lo+9 are the digits 0..9
     max_digit_index: int = 64  # size of the digit-index table
-    abacus_offset: int = 16  # random offset range used while training
+    abacus_offset: int = 20  # random offset range used while training
 
     @property
     def head_dim(self):
@@ -80,7 +79,7 @@ def make_norm(cfg):
 
 
 def rope_frequencies(cfg):
-    """Inverse frequencies of rotary embeddings, with Llama 3.1's scaling of the long wavelengths."""
+    """Inverse frequencies of rotary embeddings, with Llama 3.1's scaling of long wavelengths."""
     hd = cfg.head_dim
     inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
     s = cfg.rope_scaling
@@ -89,16 +88,14 @@ def rope_frequencies(cfg):
         old = s.get("original_max_position_embeddings", 8192)
         wavelen = 2 * math.pi / inv
         smooth = ((old / wavelen) - lo) / (hi - lo)
-        scaled = torch.where(
-            wavelen > old / lo, inv / factor, inv
-        )  # long wavelengths: divided by factor
+        scaled = torch.where(wavelen > old / lo, inv / factor, inv)  # long: divided by factor
         mid = (wavelen <= old / lo) & (wavelen >= old / hi)  # in between: interpolated
         inv = torch.where(mid, (1 - smooth) * inv / factor + smooth * inv, scaled)
     return inv
 
 
 def apply_rope(x, cos, sin):
-    """Rotate interleaved pairs (x0,x1), (x2,x3), ... as Meta's reference does. x: (B, H, T, hd)."""
+    """Rotate interleaved pairs (x0,x1), (x2,x3), ... as Meta's reference does; x: (B, H, T, hd)."""
     x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]
     out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
     return out.type_as(x)
@@ -106,7 +103,7 @@ def apply_rope(x, cos, sin):
 
 def digit_indices(idx, digit_lo, starts=False):
     """Index of each digit inside its own run of digits (1, 2, 3, ...), 0 for every other token.
-    starts (bool, like idx): where a new sequence begins, which also begins a new run (packed rows)."""
+    starts (bool, like idx): where a sequence begins, which also begins a run (packed rows)."""
     d = ((idx >= digit_lo) & (idx < digit_lo + 10)).long()
     c = d.cumsum(-1)
     run_start = torch.where((d == 0) | starts, c - d, 0)  # the count just before each run
@@ -198,16 +195,18 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None, positions=None, mask=None, cache=None, digit_index=None):
         """idx (B, T) -> (logits (B, T, V), loss or None); targets are -1 where there is no loss.
-        positions: each token's position in its own sequence (default 0..T-1 after the cache's; a packed
-        row holds several sequences); mask: boolean (B, 1, T, T_keys) for padding or packing, else causal;
-        digit_index: abacus indices (computed from idx unless generate(), whose cache splits numbers, gives them)."""
+        positions: each token's position in its own sequence (default: 0..T-1 after the cache's; a
+        packed row holds several sequences); mask: boolean (B, 1, T, T_keys) for padding or packing,
+        else causal; digit_index: abacus indices (computed from idx unless generate(), whose cache
+        splits numbers, gives them)."""
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
         if positions is None:
             positions = torch.arange(start, start + T, device=idx.device).expand(B, T)
         if positions.max() >= self.cfg.block_size:
             raise ValueError(
-                f"sequence of {int(positions.max()) + 1} tokens exceeds block_size {self.cfg.block_size}"
+                f"sequence of {int(positions.max()) + 1} tokens exceeds "
+                f"block_size {self.cfg.block_size}"
             )
         x = self.tok_embeddings(idx)
         rope = None
@@ -259,9 +258,10 @@ class GPT(nn.Module):
 
 
 def pack(pairs, device):
-    """(prompt ids, completion ids) pairs -> x, y, positions, mask: the examples end to end in rows as long
-    as the longest (first fit, longest first), positions from 0 in each, and a mask (B, 1, T, T) keeping
-    each to itself: the loss (on completions, y = -1 elsewhere) of one example a row, with less padding."""
+    """(prompt ids, completion ids) pairs -> x, y, positions, mask: the examples end to end in rows
+    as long as the longest (first fit, longest first), positions from 0 in each, and a mask
+    (B, 1, T, T) keeping each to itself: the loss (on completions, y = -1 elsewhere) of one example
+    a row, with less padding."""
     seqs = [p + c for p, c in pairs]
     T = max(map(len, seqs)) - 1
     rows, room = [], []
@@ -272,14 +272,8 @@ def pack(pairs, device):
             room.append(T)
         rows[r].append(i)
         room[r] -= len(seqs[i]) - 1
-    x, positions = (
-        torch.zeros(len(rows), T, dtype=torch.long),
-        torch.zeros(len(rows), T, dtype=torch.long),
-    )
-    y, example = (
-        torch.full((len(rows), T), -1),
-        torch.full((len(rows), T), -1),
-    )  # padding: a block of its own
+    x, positions = (torch.zeros(len(rows), T, dtype=torch.long) for _ in range(2))
+    y, example = (torch.full((len(rows), T), -1) for _ in range(2))  # padding: a block of its own
     for r, members in enumerate(rows):
         at = 0
         for i in members:
@@ -295,8 +289,9 @@ def pack(pairs, device):
 
 
 class KVCache:
-    """Keys and values of every layer for a batch of sequences, filled left to right: insert() writes one
-    layer's new k/v at pos and returns all up to them; advance() moves pos once every layer has written."""
+    """Keys and values of every layer for a batch of sequences, filled left to right: insert()
+    writes one layer's new k/v at pos and returns all up to them; advance() moves pos once every
+    layer has written."""
 
     def __init__(self, batch, n_layers, n_kv_heads, max_len, head_dim, device, dtype):
         shape = (n_layers, batch, n_kv_heads, max_len, head_dim)
@@ -357,9 +352,9 @@ def generate(
     use_cache=True,
     generator=None,
 ):
-    """Batched sampling from token-id lists of any lengths (left-padded here) -> generated id lists,
-    prompt-major, each cut after stop_id (one id or several); temperature 0 = greedy. use_cache=False
-    recomputes the whole prefix each step (slow; kept to test the cache against)."""
+    """Batched sampling from token-id lists of any lengths (left-padded here) -> generated id
+    lists, prompt-major, each cut after stop_id (one id or several); temperature 0 = greedy.
+    use_cache=False recomputes the whole prefix each step (slow; kept to test the cache against)."""
     stops = [] if stop_id is None else [stop_id] if isinstance(stop_id, int) else list(stop_id)
     was_training, cfg, dev = model.training, model.cfg, next(model.parameters()).device
     model.eval()
@@ -367,35 +362,22 @@ def generate(
     B, L = idx.shape
     if L + max_new_tokens > cfg.block_size:
         raise ValueError(
-            f"a prompt of {L} tokens and {max_new_tokens} new ones is longer than the model supports "
-            f"(block_size {cfg.block_size})"
+            f"a prompt of {L} tokens and {max_new_tokens} new ones is longer than the model "
+            f"supports (block_size {cfg.block_size})"
         )
     digit = digit_indices(idx, cfg.digit_lo) * real  # abacus indices, none on padding
-    cache = (
-        KVCache(
-            B,
-            cfg.n_layers,
-            cfg.n_kv_heads,
-            L + max_new_tokens,
-            cfg.head_dim,
-            dev,
-            next(model.parameters()).dtype,
-        )
-        if use_cache
-        else None
-    )
+    dtype = next(model.parameters()).dtype
+    shape = dict(n_layers=cfg.n_layers, n_kv_heads=cfg.n_kv_heads, head_dim=cfg.head_dim)
+    cache = None
+    if use_cache:  # else the whole prefix is recomputed each step
+        cache = KVCache(B, max_len=L + max_new_tokens, device=dev, dtype=dtype, **shape)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     out = []
     for step in range(max_new_tokens):
         positions = (real.long().cumsum(-1) - 1).clamp(min=0)  # padding does not count
         n_new = 1 if cache is not None and step > 0 else idx.size(1)  # decode one token, or prefill
-        logits, _ = model(
-            idx[:, -n_new:],
-            positions=positions[:, -n_new:],
-            mask=attention_mask(real, n_new),
-            cache=cache,
-            digit_index=digit[:, -n_new:],
-        )
+        new = dict(positions=positions[:, -n_new:], digit_index=digit[:, -n_new:])
+        logits, _ = model(idx[:, -n_new:], mask=attention_mask(real, n_new), cache=cache, **new)
         nxt = next_token(logits[:, -1, :].float(), temperature, top_k, generator)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         out.append(nxt)
@@ -404,13 +386,10 @@ def generate(
         real = torch.cat([real, torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
         is_digit = (nxt >= cfg.digit_lo) & (nxt < cfg.digit_lo + 10)
         # a run of digits the model writes past the table is its own mistake, not bad input: clamp
-        digit = torch.cat(
-            [digit, ((digit[:, -1] + 1) * is_digit).clamp(max=cfg.max_digit_index - 1)[:, None]], 1
-        )
+        index = ((digit[:, -1] + 1) * is_digit).clamp(max=cfg.max_digit_index - 1)
+        digit = torch.cat([digit, index[:, None]], 1)
         if done.all():
             break
-    model.train(was_training)  # each row up to and including its first stop id:
-    return [
-        r[: next((i + 1 for i, t in enumerate(r) if t in stops), len(r))]
-        for r in torch.stack(out, 1).tolist()
-    ]
+    model.train(was_training)
+    rows = torch.stack(out, 1).tolist()  # each up to and including its first stop id
+    return [r[: next((i + 1 for i, t in enumerate(r) if t in stops), len(r))] for r in rows]

@@ -15,6 +15,7 @@ import torch
 from common import (
     DEVICE_HELP,
     BadInput,
+    check_fits,
     complete,
     encode_prompt,
     load_checkpoint,
@@ -23,25 +24,23 @@ from common import (
     pick_device,
     run_main,
     score,
+    tokenizer_from,
 )
-from cot_data import ProblemStream, tokenizer_from
+from cot_data import ProblemStream
+from llama import load_llama
 
 
 @dataclass
 class SampleConfig:
     ckpt: str = opt("out/smart/ckpt.pt", "checkpoint of any stage")
-    init_from: str = opt(
-        "", "llama:DIR loads Llama 3 weights instead of --ckpt (then give --prompt)"
-    )
+    init_from: str = opt("", "llama:DIR loads Llama 3 weights instead of --ckpt (give --prompt)")
     prompt: list = opt(None, "a prompt of your own (may be given several times)", many=True)
     prompt_file: str = opt("", "a file of prompts, one per line")
-    digits: int = opt(None, "fresh problems of this many digits; auto: the trained maximum", lo=1)
+    digits: int = opt(None, "fresh problems of this many digits; auto: the trained N", lo=1)
     num: int = opt(8, "how many fresh problems", lo=1)
     temperature: float = opt(0.0, "sampling temperature; 0 = greedy", lo=0)
     top_k: int = opt(None, "sample only among the k likeliest tokens; auto: all of them", lo=1)
-    max_new_tokens: int = opt(
-        None, "tokens to generate for your own prompts; auto: 128, or the room left", lo=1
-    )
+    max_new_tokens: int = opt(None, "tokens for your own prompts; auto: 128 or the room left", lo=1)
     seed: int = opt(1, "random seed", lo=0)
     device: str = opt("auto", DEVICE_HELP)
     quiet: bool = opt(False, "print only the summary")
@@ -49,19 +48,24 @@ class SampleConfig:
     def check(self):
         if self.init_from and not self.init_from.startswith("llama:"):
             raise BadInput(f"--init_from={self.init_from}: use llama:DIR")
+        check_fits(self.num, "--num")
 
 
 def read_prompts(cfg, tok):
     """--prompt and the lines of --prompt_file, each checked against the tokenizer's vocabulary."""
     prompts = list(cfg.prompt or [])
+    if "" in prompts:
+        raise BadInput("--prompt is empty: give the start of a text to complete")
     if cfg.prompt_file:
         try:
             with open(cfg.prompt_file) as f:
-                prompts += [line.rstrip("\n") for line in f if line.strip()]
+                lines = [line.rstrip("\n") for line in f if line.strip()]
         except (OSError, UnicodeDecodeError) as e:
-            raise BadInput(
-                f"cannot read {cfg.prompt_file}: {getattr(e, 'strerror', None) or e}"
-            ) from None
+            why = getattr(e, "strerror", None) or e
+            raise BadInput(f"cannot read {cfg.prompt_file}: {why}") from None
+        if not lines:
+            raise BadInput(f"{cfg.prompt_file} holds no prompt (one a line)")
+        prompts += lines
     try:
         for p in prompts:
             tok.encode(p)
@@ -74,48 +78,34 @@ def main(argv=None):
     cfg = parse_config(SampleConfig, __doc__, argv)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    if cfg.init_from:
-        from llama import load_llama
-
-        model, tok = load_llama(cfg.init_from[len("llama:") :], device=device)
+    if cfg.init_from:  # a plain text completer: it stops where Llama stops
+        path, data = cfg.init_from[len("llama:") :], None
+        model, tok = load_llama(path, device=device)
         if tok is None:
-            raise BadInput(
-                f"{cfg.init_from[len('llama:') :]} has no tokenizer.model to read prompts with"
-            )
-        data = None
+            raise BadInput(f"{path} has no tokenizer.model to read prompts with")
     else:
         model, _, data = load_checkpoint(cfg.ckpt, device=device)
         tok = tokenizer_from(data)
     prompts = read_prompts(cfg, tok)
     if prompts:  # your own prompts: no truth to check against, only completions
-        longest = max(
-            len(encode_prompt(tok, p)) for p in prompts
-        )  # by default, as much room as is left
+        longest = max(len(encode_prompt(tok, p)) for p in prompts)
         new = cfg.max_new_tokens or max(1, min(128, model.cfg.block_size - longest))
+        how = dict(top_k=cfg.top_k, seed=cfg.seed)
         for prompt, completion in zip(
-            prompts, complete(model, tok, prompts, new, cfg.temperature, cfg.top_k, seed=cfg.seed)
+            prompts, complete(model, tok, prompts, new, cfg.temperature, **how)
         ):
             print(prompt + completion)
         return
     if data is None:
         raise BadInput("a Llama model needs --prompt or --prompt_file")
     n = cfg.digits or data.max_digits
-    stream = ProblemStream(
-        data.task, data.fmt, n, n, seed=10_000 + cfg.seed
-    )  # never an evaluation problem
+    stream = ProblemStream(data.task, data.fmt, n, n, seed=10_000 + cfg.seed)  # never evaluated
     try:
         problems = [stream.sample() for _ in range(cfg.num)]
     except ValueError as e:  # a format that cannot write numbers that long
         raise BadInput(str(e)) from None
-    recs = score(
-        model,
-        tok,
-        problems,
-        temperature=cfg.temperature,
-        top_k=cfg.top_k,
-        seed=cfg.seed,
-        progress_bar=True,
-    )
+    how = dict(temperature=cfg.temperature, top_k=cfg.top_k, seed=cfg.seed, progress_bar=True)
+    recs = score(model, tok, problems, **how)
     for p, r in zip(problems, recs):
         if not cfg.quiet:
             verdict = "ok " if r["correct"] else "BAD"
@@ -124,8 +114,8 @@ def main(argv=None):
             )
     ok, steps = sum(r["correct"] for r in recs), sum(r["verified"] for r in recs)
     print(
-        f"{data.task} {data.fmt} {n} digits: {ok}/{len(recs)} correct ({100 * ok / len(recs):.1f}%), "
-        f"{steps} with every step right"
+        f"{data.task} {data.fmt} {n} digits: {ok}/{len(recs)} correct "
+        f"({100 * ok / len(recs):.1f}%), {steps} with every step right"
     )
 
 

@@ -21,8 +21,10 @@ from tqdm import tqdm
 
 from common import (
     DEVICE_HELP,
+    GRAD_CLIP,
     BadInput,
     Optim,
+    autocast,
     check_room,
     check_writable,
     encode_prompt,
@@ -30,12 +32,11 @@ from common import (
     load_checkpoint,
     opt,
     parse_config,
-    percents,
     pick_device,
     run_main,
     save_checkpoint,
+    tokenizer_from,
     tokens_needed,
-    train_loop,
 )
 from cot_data import (
     FORMATS,
@@ -45,58 +46,48 @@ from cot_data import (
     ProblemStream,
     check_format,
     eval_problems,
-    tokenizer_from,
+    percents,
 )
+from llama import load_llama
 from model import ABACUS_POS, GPT, ROPE_POS, ModelConfig, pack
 
+# the training recipe: AdamW (common.Optim: betas, clipping and the floor of the schedule there)
+WARMUP = 100  # steps of linear warmup before the cosine decay
+WEIGHT_DECAY = 0.1  # on the weight matrices only
 EVAL_SIZE = 100  # evaluation problems per length
+LOG_EVERY = 10  # steps between updates of the loss on the progress bar
 
 
 @dataclass
 class TrainConfig:
     out_dir: str = opt("out", "output root; smart is written to OUT_DIR/smart/ckpt.pt")
-    task: str = opt(
-        "add",
-        "the problems: addition, or multiplication by one digit (cot_data.TASKS)",
-        choices=TASKS,
-    )
-    fmt: str = opt(
-        "reverse", "how problems and chains of thought are written (cot_data.py)", choices=FORMATS
-    )
-    max_digits: int = opt(None, "N: smart is trained on 1..N digits; auto: the task's own N", lo=1)
+    task: str = opt("add", "addition, or multiplication by one digit", choices=TASKS)
+    fmt: str = opt("reverse", "how chains of thought are written (cot_data.py)", choices=FORMATS)
+    max_digits: int = opt(None, "N: smart is trained on 1..N digits; auto: the task's N", lo=1)
     steps: int = opt(None, "optimizer steps; auto: the task's own number", lo=1)
-    batch_size: int = opt(64, "problems per step", lo=1)
-    lr: float = opt(
-        2e-3, "peak learning rate (AdamW: 100 steps of warmup, then cosine decay to a tenth)", gt=0
-    )
-    eval_every: int = opt(
-        900, "report accuracy and save every this many steps (0: at the end only)", lo=0
-    )
+    batch_size: int = opt(64, "problems per step", lo=1, hi=65536)
+    lr: float = opt(2e-3, "peak learning rate (then cosine decay to a tenth)", gt=0)
+    eval_every: int = opt(900, "evaluate and save every this many steps (0: at the end)", lo=0)
     eval_extra: int = opt(4, "evaluate up to N + this many digits", lo=0)
     seed: int = opt(1337, "random seed of the weights and the data", lo=0)
     device: str = opt("auto", DEVICE_HELP)
-    resume: bool = opt(
-        False, "continue OUT_DIR/smart/ckpt.pt up to --steps (task, format and model from it)"
-    )
+    resume: bool = opt(False, "continue OUT_DIR/smart/ckpt.pt up to --steps (all else from it)")
     init_from: str = opt("scratch", "scratch, or llama:DIR to fine-tune Llama 3 weights as smart")
-    # the model (ModelConfig in model.py): reverse + abacus is the pair experiments/sweep.py found to go furthest
+    # the model (ModelConfig in model.py); reverse + abacus is what experiments/sweep.py chose
     dim: int = opt(128, "width of the residual stream", lo=1)
     n_layers: int = opt(4, "transformer blocks", lo=1)
     n_heads: int = opt(4, "attention heads (must divide dim)", lo=1)
     ffn_hidden: int = opt(512, "hidden width of the MLP", lo=1)
     pos: str = opt(
         "abacus",
-        "positions: a learned table, rope, none, abacus (each digit's index in its number), "
-        "or abacus_rope (both)",
+        "positions: learned, rope, none, abacus (each digit's index in its number) or abacus_rope",
         choices=("learned", "rope", "none", "abacus", "abacus_rope"),
     )
-    abacus_offset: int = opt(
-        20, "abacus: random shift of digit indices in training, so long numbers get trained", lo=0
-    )
+    abacus_offset: int = opt(20, "abacus: random shift of digit indices in training", lo=0)
     block_size: int = opt(
         None,
-        "longest sequence in tokens; auto: the power of two that holds the learner's "
-        "longest correction prompt (N + eval_extra digits) and room to answer",
+        "longest sequence in tokens; auto: the power of two that holds the learner's longest "
+        "correction prompt with room to answer",
         lo=2,
     )
 
@@ -109,9 +100,11 @@ class TrainConfig:
             raise BadInput(str(e)) from None
         if self.init_from != "scratch" and not self.init_from.startswith("llama:"):
             raise BadInput(f"--init_from={self.init_from}: use scratch or llama:DIR")
-        if self.dim % self.n_heads or (self.pos in ROPE_POS and (self.dim // self.n_heads) % 2):
+        head = self.dim // self.n_heads
+        if self.dim % self.n_heads or (self.pos in ROPE_POS and head % 2):
             raise BadInput(
-                f"--n_heads={self.n_heads} must divide --dim={self.dim} (into an even head size for rope)"
+                f"--n_heads={self.n_heads} must divide --dim={self.dim} "
+                "(into an even head size for rope)"
             )
         longest = self.max_digits + self.eval_extra
         if self.pos in ABACUS_POS and longest + self.abacus_offset >= ModelConfig.max_digit_index:
@@ -123,32 +116,24 @@ class TrainConfig:
             problems = eval_problems(self.task, self.fmt, range(1, longest + 1), EVAL_SIZE)
         except ValueError as e:
             raise BadInput(str(e)) from None
-        self.block_size = self.block_size or 2 ** math.ceil(
-            math.log2(tokens_needed(CharTokenizer(), problems))
-        )
+        need = tokens_needed(CharTokenizer(), problems)
+        self.block_size = self.block_size or 2 ** math.ceil(math.log2(need))
 
 
 def new_smart(cfg, device):
     """A fresh model and its tokenizer, or Llama 3 weights and theirs."""
     if cfg.init_from.startswith("llama:"):
-        from llama import load_llama
-
-        model, tok = load_llama(cfg.init_from[len("llama:") :], device=device)
+        path = cfg.init_from[len("llama:") :]
+        # every completion ends with '$' (cot_data): generation stops there, as with our tokenizer
+        model, tok = load_llama(path, device=device, stop_text="$")
         if tok is None:
-            raise BadInput(f"{cfg.init_from[len('llama:') :]} has no tokenizer.model")
+            raise BadInput(f"{path} has no tokenizer.model")
         return model, tok
     tok = CharTokenizer()
+    shape = dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_heads)
+    shape.update(ffn_hidden=cfg.ffn_hidden, pos=cfg.pos, block_size=cfg.block_size)
     mcfg = ModelConfig(
-        vocab_size=tok.vocab_size,
-        digit_lo=tok.digit_lo,
-        dim=cfg.dim,
-        n_layers=cfg.n_layers,
-        n_heads=cfg.n_heads,
-        n_kv_heads=cfg.n_heads,
-        ffn_hidden=cfg.ffn_hidden,
-        pos=cfg.pos,
-        block_size=cfg.block_size,
-        abacus_offset=cfg.abacus_offset,
+        tok.vocab_size, **shape, digit_lo=tok.digit_lo, abacus_offset=cfg.abacus_offset
     )
     return GPT(mcfg).to(device), tok
 
@@ -170,7 +155,7 @@ def train(cfg, noise=None):
         model, tok = new_smart(cfg, device)
         data = DataConfig(cfg.task, cfg.fmt, cfg.max_digits, tok.config())
         run, start = uuid.uuid4().hex[:12], 0  # the run id every later stage copies
-    optim = Optim(cfg.steps, cfg.lr, cfg.batch_size, warmup=100, weight_decay=0.1)
+    optim = Optim(cfg.steps, cfg.lr, cfg.batch_size, WARMUP, WEIGHT_DECAY)
     optimizer = optim.optimizer(model)
     lengths = range(1, data.max_digits + cfg.eval_extra + 1)
     check_room(model, tok, eval_problems(data.task, data.fmt, lengths, EVAL_SIZE))
@@ -183,31 +168,43 @@ def train(cfg, noise=None):
         f"smart: {model.num_params() / 1e6:.2f}M parameters, {data.task} ({data.fmt}) "
         f"1..{data.max_digits} digits, {cfg.steps} steps on {device}"
     )
-    t0 = time.time()
 
-    def get_batch(step):
+    def get_batch():
+        """batch_size fresh problems, packed end to end: x, y (-1 off the completion), positions,
+        and the mask that keeps each problem to itself."""
         problems = [stream.sample() for _ in range(cfg.batch_size)]
         problems = [noise(p) for p in problems] if noise else problems
-        return pack(
-            [(encode_prompt(tok, p.prompt), tok.encode(p.completion)) for p in problems], device
-        )
+        pairs = [(encode_prompt(tok, p.prompt), tok.encode(p.completion)) for p in problems]
+        return pack(pairs, device)
 
-    def evaluate(step):
+    def evaluate_and_save(step):
         tqdm.write(f"step {step}: {percents(eval_accuracy(model, tok, data, lengths, EVAL_SIZE))}")
         rng = {"torch": torch.get_rng_state(), "stream": stream.rng.getstate()}
-        save_checkpoint(
-            path,
-            model,
-            "smart",
-            step,
-            data,
-            run,
-            optimizer=optimizer.state_dict(),
-            rng=rng,
-            train_cfg=asdict(cfg),
-        )
+        extra = dict(optimizer=optimizer.state_dict(), rng=rng, train_cfg=asdict(cfg))
+        save_checkpoint(path, model, "smart", step, data, run, **extra)
 
-    train_loop(model, get_batch, optim, optimizer, start, cfg.eval_every, evaluate, desc="smart")
+    # the training loop
+    amp, t0, tokens = autocast(device), time.time(), 0
+    model.train()
+    bar = tqdm(range(start, cfg.steps), desc="smart", initial=start, total=cfg.steps, disable=None)
+    for step in bar:
+        lr = optim.lr_at(step)  # warmup, then cosine decay
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y, positions, mask = get_batch()
+        with amp:  # bf16 on a CUDA GPU, nothing on a CPU
+            _, loss = model(x, y, positions=positions, mask=mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        optimizer.step()
+        tokens += int((y >= 0).sum())  # the tokens that carry a loss: completions
+        if step % LOG_EVERY == 0:
+            tok_s = tokens / (time.time() - t0)
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}")
+        if step + 1 == cfg.steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
+            evaluate_and_save(step + 1)
+            model.train()
     print(f"wrote {path} after {time.time() - t0:.0f}s")
 
 

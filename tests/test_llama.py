@@ -1,6 +1,7 @@
 """The Llama 3 loader and tokenizer against ../shared/llama_tiny: a tiny random Llama 3.1-style
 checkpoint in Meta's and Hugging Face's layouts, with logits and tokens from reference code."""
 
+import base64
 import json
 import os
 import re
@@ -9,7 +10,14 @@ import shutil
 import pytest
 import torch
 
-from llama import LlamaError, LlamaTokenizer, _read_safetensors, llama_rope_factor, load_llama
+from llama import (
+    LlamaError,
+    LlamaTokenizer,
+    _read_safetensors,
+    llama_rope_factor,
+    load_llama,
+    tokenizer_from_config,
+)
 from model import generate
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "llama_tiny")
@@ -184,6 +192,48 @@ def test_tokenizer_reproduces_meta_ids(loaded):
     ) == tok.encode("Q:1+1=")
 
 
+def test_tokenizer_stop_text(tmp_path):
+    """stop_text="$" (nanocorrect's end of a completion) stops generation and cuts decode()."""
+    plain = LlamaTokenizer(shared("tokenizer.model"))
+    tok = LlamaTokenizer(shared("tokenizer.model"), stop_text="$")
+    (dollar,) = plain.encode("$")  # one token
+    assert tok.stop_id == dollar and plain.stop_id == plain.eos_id
+    assert plain.stop_ids == [plain.eos_id, plain.eot_id, plain.eom_id]  # unchanged without it
+    assert tok.stop_ids == [dollar, tok.eos_id, tok.eot_id, tok.eom_id]
+    prompt, completion = tok.encode("12+34="), tok.encode("01;#64$")
+    assert completion[-1] == dollar and tok.decode(completion) == "01;#64$"
+    assert tok.decode(prompt + completion) == "12+34=01;#64$"
+    assert tok.decode(completion + tok.encode(".99$7")) == "01;#64$"  # cut just after the first $
+    assert plain.decode(completion + tok.encode(".9")) == "01;#64$.9"
+    assert tok.config() == {"kind": "llama", "path": tok.path, "stop_text": "$"}
+    again = tokenizer_from_config(tok.config())
+    assert (again.stop_id, again.stop_ids, again.decode(completion + [dollar])) == (
+        tok.stop_id,
+        tok.stop_ids,
+        "01;#64$",
+    )
+    old = tokenizer_from_config({"kind": "llama", "path": plain.path})  # saved before stop_text
+    assert old.stop_text is None and old.stop_ids == plain.stop_ids
+    # a vocabulary where BPE merges "$." into one token: that token stops generation too
+    with open(shared("tokenizer.model"), "rb") as f:
+        ranks = f.read()
+    path = tmp_path / "merged.model"
+    path.write_bytes(ranks + base64.b64encode(b"$.") + b" 344\n")
+    merged = LlamaTokenizer(str(path), stop_text="$")
+    ids = merged.encode("64$.5")
+    assert 344 in ids and 344 in merged.stop_ids and merged.stop_id == dollar
+    assert merged.decode(ids) == "64$"
+    with pytest.raises(LlamaError, match="stop text '#6' is 2 tokens"):
+        LlamaTokenizer(shared("tokenizer.model"), stop_text="#6")
+
+
+def test_load_llama_stop_text():
+    _, tok = load_llama(shared("meta"), stop_text="$")
+    assert tok.config()["stop_text"] == "$" and tok.stop_id == tok.encode("$")[0]
+    with pytest.raises(LlamaError, match="is 2 tokens"):
+        load_llama(shared("meta"), stop_text="$$")
+
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -272,7 +322,8 @@ def without(d, key):
     return {k: v for k, v in d.items() if k != key}
 
 
-BAD_CONFIGS = [  # (layout, keys to set in params.json / config.json, or what replaces the whole file; message)
+# (layout, keys to set in params.json / config.json or what replaces the whole file, message)
+BAD_CONFIGS = [
     ("meta", [64, 2, 4], "params.json is not a JSON object"),
     ("meta", {"n_heads": 0}, "params.json: n_heads must be a positive integer, not 0"),
     ("meta", {"n_heads": "4"}, "n_heads must be a positive integer, not '4'"),
@@ -376,7 +427,7 @@ BAD_CONFIGS = [  # (layout, keys to set in params.json / config.json, or what re
 
 
 @pytest.mark.parametrize(
-    "layout, edit, message", BAD_CONFIGS, ids=[f"{l}-{m}" for l, _, m in BAD_CONFIGS]
+    "layout, edit, message", BAD_CONFIGS, ids=[f"{lay}-{m}" for lay, _, m in BAD_CONFIGS]
 )
 def test_malformed_config(tmp_path, layout, edit, message):
     d = copy_dir(shared(layout), tmp_path / layout)
@@ -435,31 +486,52 @@ def test_malformed_safetensors_header(tmp_path, header, message):
         _read_safetensors(str(tmp_path / "model.safetensors"))
 
 
-def test_llama_as_the_smart_model_through_the_scripts(tmp_path):
-    """train.py --init_from=llama:DIR fine-tunes the Llama weights into a smart checkpoint that the
-    other scripts read like any other (tokenizer included)."""
-    from conftest import run
+def test_llama_weights_through_every_stage(tmp_path):
+    """Llama weights (the tiny hf fixture) as smart, then corrupt, improve and evaluate, each with
+    its usual meaning: smart's answers end at '$' where the checker reads them, so some of its
+    solutions are verified, stupid's wrong attempts become correction pairs, and results.json
+    holds every model. sample.py scores the Llama smart like any other."""
+    from conftest import FAST_CORRUPT, FAST_EVAL, FAST_IMPROVE, run
 
-    meta = os.path.abspath(os.path.join(SHARED, "meta"))
-    r = run(
-        "train.py",
-        f"--init_from=llama:{meta}",
-        f"--out_dir={tmp_path}",
-        "--steps=2",
-        "--max_digits=2",
-        "--eval_every=0",
-        "--eval_extra=0",
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
+    hf, out = os.path.abspath(shared("hf")), str(tmp_path)
+    stages = [
+        ("train.py", f"--init_from=llama:{hf}", "--max_digits=2", "--steps=300", "--eval_every=0"),
+        ("sample.py", f"--ckpt={out}/smart/ckpt.pt", "--digits=1", "--num=20"),
+        ("corrupt.py", *FAST_CORRUPT),
+        ("improve.py", *FAST_IMPROVE),
+        ("evaluate.py", *FAST_EVAL, "--plot=false"),
+    ]
+    logs = {}
+    for script, *args in stages:
+        r = run(script, *args, *([] if script == "sample.py" else [f"--out_dir={out}"]))
+        assert r.returncode == 0, f"{script}: {r.stderr[-2000:]}"
+        logs[script] = r.stdout
     ckpt = torch.load(tmp_path / "smart" / "ckpt.pt", weights_only=False)
     assert ckpt["data_cfg"]["tokenizer"]["kind"] == "llama" and ckpt["model_cfg"]["pos"] == "rope"
-    r = run(
-        "sample.py",
-        f"--ckpt={tmp_path}/smart/ckpt.pt",
-        "--digits=2",
-        "--num=2",
-        "--max_new_tokens=8",
+    right, steps = map(
+        int, re.search(r"(\d+)/20 correct .*, (\d+) with every", logs["sample.py"]).groups()
     )
-    assert r.returncode == 0 and "/2 correct" in r.stdout, r.stderr[-2000:]
+    assert right > 0 and steps > 0  # answers that end where the checker reads them
+    assert re.search(r"corrupting with [1-9]\d* wrong", logs["corrupt.py"])
+    solved = re.search(
+        r"\((\d+) with every step right\).* (\d+) correction pairs", logs["improve.py"]
+    )
+    assert solved and int(solved[1]) > 0 and int(solved[2]) > 0
+    results = json.load(open(tmp_path / "results.json"))
+    made = {"smart", "stupid", "learner", "expert_iteration", "learner_no_attempt"}
+    assert set(results["models"]) >= made | {"learner_on_smart"}
+    for line in logs["sample.py"].splitlines()[:-1]:  # each completion stops at its first '$'
+        assert line.count("$") == 1, line
+
+
+def test_a_llama_model_stays_a_text_completer(tmp_path):
+    """sample.py --init_from=llama:DIR completes plain text (a prompt may hold a '$');
+    a directory with no Llama weights is one line of bad input."""
+    from conftest import run
+
+    meta = os.path.abspath(shared("meta"))
+    r = run("sample.py", f"--init_from=llama:{meta}", "--prompt=a $ b", "--max_new_tokens=8")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "\na $ b" in "\n" + r.stdout  # the prompt, then whatever the random weights write
     r = run("train.py", f"--init_from=llama:{tmp_path}", f"--out_dir={tmp_path}")
     assert r.returncode == 2 and "neither params.json" in r.stderr and "Traceback" not in r.stderr
