@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from cot_data import CharTokenizer, DataConfig, accuracy_by_digits, eval_problems, judged
+from cot_data import CharTokenizer, DataConfig, accuracy_by_digits, eval_problems, record_of
 from llama import LlamaError, tokenizer_from_config
 from model import GPT, ModelConfig, generate, pack
 
@@ -316,10 +316,10 @@ def max_new_for(problems):
 
 def score(model, tok, problems, prompts=None, temperature=0.0, num_samples=1, **kw):
     """Generate for each problem (from its prompt, or from `prompts`: correction prompts) and check
-    each completion. -> one record (cot_data.judged) per sample."""
+    each completion. -> one record (cot_data.record_of) per sample."""
     prompts, new = prompts or [p.prompt for p in problems], max_new_for(problems)
     comps = complete(model, tok, prompts, new, temperature, num_samples=num_samples, **kw)
-    return [judged(problems[j // num_samples], c) for j, c in enumerate(comps)]
+    return [record_of(problems[j // num_samples], c) for j, c in enumerate(comps)]
 
 
 def tokens_needed(tok, problems):

@@ -200,7 +200,7 @@ def check_chain(task, fmt, ops, completion):
     return completion == make_problem(task, ops, fmt).completion
 
 
-def judged(p, completion):
+def record_of(p, completion):
     """The record of a completion: its parsed answer, correct (the answer is right: the reported
     metric) and verified (every step is right too: what a training target must be)."""
     answer, ok = check(p.task, p.fmt, p.operands, completion)
@@ -346,15 +346,16 @@ class ProblemStream:
 KEEP = "$"  # the learner's whole answer when it keeps the attempt as it is
 
 
-def correction_prompt(prompt, attempt, max_run=None, max_len=None):
+def correction_prompt(prompt, attempt, longest_number=None, max_len=None):
     """What the learner reads: the problem, an attempt at it (a completion, '$' dropped), then '>'.
     It answers with a whole new completion, or with KEEP alone to leave the attempt as it is.
-    A broken model can write an attempt the learner cannot read: a digit run longer than any number
-    it indexes (abacus positions), or so long that no room is left to answer. max_run cuts such
-    a run to max_run digits, max_len the prompt to max_len characters: it is wrong either way."""
+    A broken model can write an attempt the learner cannot read: a number longer than any it
+    indexes (abacus positions), or so long that no room is left to answer. Such a number is cut
+    to longest_number digits, the prompt to max_len characters: the attempt is wrong either way."""
     attempt = attempt.rstrip("$")
-    if max_run is not None:
-        attempt = re.sub(r"\d{%d,}" % (max_run + 1), lambda m: m.group()[:max_run], attempt)
+    if longest_number is not None:
+        too_long = r"\d{%d,}" % (longest_number + 1)
+        attempt = re.sub(too_long, lambda m: m.group()[:longest_number], attempt)
     if max_len is not None:
         attempt = attempt[: max(0, max_len - len(prompt) - 1)]
     return prompt + attempt + ">"

@@ -36,7 +36,7 @@ from cot_data import (
     accuracy_by_digits,
     correction_prompt,
     eval_problems,
-    judged,
+    record_of,
     mistake_shares,
 )
 
@@ -57,13 +57,13 @@ class EvaluateConfig:
 
 def correct(learner, tok, problems, attempts, **kw):
     """Hand the learner an attempt at each problem: its completion replaces the attempt, unless it
-    is KEEP, which keeps the attempt (the record then says kept). -> records (cot_data.judged)"""
+    is KEEP, which keeps the attempt (the record then says kept). -> records (cot_data.record_of)"""
     room = learner.cfg.block_size - max_new_for(problems) - 1  # 1: a Llama prompt's BOS
     longest = learner.cfg.max_digit_index - 1
     prompts = [correction_prompt(p.prompt, a, longest, room) for p, a in zip(problems, attempts)]
     records = score(learner, tok, problems, prompts=prompts, **kw)
     return [
-        dict(judged(p, a), kept=True) if r["completion"] == KEEP else r
+        dict(record_of(p, a), kept=True) if r["completion"] == KEEP else r
         for r, p, a in zip(records, problems, attempts)
     ]
 

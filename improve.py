@@ -98,16 +98,17 @@ def correction_pairs(smart, stupid, tok, problems, cfg, rng):
     )
 
 
-def training_examples(pairs, max_run=None, replay=0.0, rng=None):
+def training_examples(pairs, longest_number=None, replay=0.0, rng=None):
     """-> (the learner's examples, plain examples): (prompt, completion) texts. The learner reads
-    problem + attempt + '>' (max_run: see cot_data.correction_prompt) and writes the solution, or
+    problem + attempt + '>' (longest_number: cot_data.correction_prompt) and writes the solution, or
     KEEP where the attempt is right; plain examples are the same problems without the attempt, and
     `replay` of the learner's examples are plain ones drawn from them."""
 
     def target(p, attempt, solution):  # right means every step right, not only the answer
         return KEEP if check_chain(p.task, p.fmt, p.operands, attempt) else solution
 
-    corrections = [(correction_prompt(p.prompt, a, max_run), target(p, a, s)) for p, a, s in pairs]
+    prompts = [correction_prompt(p.prompt, a, longest_number) for p, a, _ in pairs]
+    corrections = [(prompt, target(*pair)) for prompt, pair in zip(prompts, pairs)]
     plain = [(p.prompt, s) for p, _, s in pairs]
     replayed = [rng.choice(plain) for _ in range(count_for_share(len(corrections), replay))]
     return corrections + replayed, plain
@@ -140,8 +141,8 @@ def main(argv=None):
     print(line)
     if not pairs:
         raise BadInput("no correction pairs: stupid made no mistakes, or smart solved nothing")
-    max_run = stupid.cfg.max_digit_index - 1  # the longest number the learner can read
-    examples, plain = training_examples(pairs, max_run, cfg.replay, rng)
+    longest_number = stupid.cfg.max_digit_index - 1  # the longest number the learner can read
+    examples, plain = training_examples(pairs, longest_number, cfg.replay, rng)
     learner = finetune(stupid, examples, cfg.optim(), tok, device, "learner", cfg.seed)
     models = {
         "learner": learner,

@@ -29,16 +29,18 @@ from common import (
     Optim,
     count_for_share,
     encode_prompt,
+    finetune,
+    finetune_loop,
     load_checkpoint,
     pair_batches,
     pick_device,
     save_checkpoint,
     score,
-    train_loop,
+    tokenizer_from,
 )
-from cot_data import KEEP, ProblemStream, check_chain, correction_prompt, tokenizer_from
+from cot_data import KEEP, ProblemStream, check_chain, correction_prompt
 from experiments.study import correct_as, written
-from improve import ImproveConfig, controls, correction_pairs, finetune, training_examples
+from improve import ImproveConfig, controls, correction_pairs, training_examples
 from model import GPT, pack
 
 ROUND_PROBLEMS, ROUND_SAMPLES, ROUND_TEMPERATURE, ROUND_STEPS = (
@@ -102,7 +104,9 @@ def finetune_arm(model, examples, optim, tok, device, desc, seed, freeze="none",
     )
     for m in layers:
         parametrize.register_parametrization(m, "weight", LowRank(m.weight, adapter))
-    train_loop(model, pair_batches(examples, tok, optim.batch_size, device, seed), optim, desc=desc)
+    finetune_loop(
+        model, pair_batches(examples, tok, optim.batch_size, device, seed), optim, desc=desc
+    )
     for m in layers:
         parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
     for p in model.parameters():
@@ -167,7 +171,7 @@ def short_stupid(out, short_by=SHORT_BY, seed=2):
     torch.manual_seed(seed)
     model = GPT(smart.cfg).to(device)
     stream = ProblemStream(data.task, data.fmt, 1, data.max_digits - short_by, seed=seed)
-    train_loop(
+    finetune_loop(
         model,
         lambda step: pack(
             [

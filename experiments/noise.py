@@ -23,8 +23,8 @@ from common import (
     load_checkpoint,
     opt,
     parse_config,
-    percents,
     run_main,
+    tokenizer_from,
 )
 from cot_data import (
     FORMATS,
@@ -33,8 +33,8 @@ from cot_data import (
     chain_of,
     check_format,
     dynamic_noise,
+    percents,
     static_noise,
-    tokenizer_from,
     with_completion,
 )
 from evaluate import markdown_table, write_results

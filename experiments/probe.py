@@ -30,8 +30,9 @@ from common import (
     pick_device,
     run_main,
     score,
+    tokenizer_from,
 )
-from cot_data import accuracy_by_digits, eval_problems, tokenizer_from
+from cot_data import accuracy_by_digits, eval_problems
 from evaluate import markdown_table, write_results
 from experiments.study import correct_as, pyplot, results_paths
 

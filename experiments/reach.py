@@ -41,6 +41,8 @@ from common import (
     Optim,
     check_writable,
     encode_prompt,
+    finetune,
+    finetune_loop,
     load_checkpoint,
     opt,
     parse_config,
@@ -48,7 +50,7 @@ from common import (
     run_main,
     save_checkpoint,
     score,
-    train_loop,
+    tokenizer_from,
     write_text,
 )
 from cot_data import (
@@ -57,10 +59,9 @@ from cot_data import (
     accuracy_by_digits,
     correction_prompt,
     eval_problems,
-    judged,
     make_problem,
     random_operands,
-    tokenizer_from,
+    record_of,
 )
 from evaluate import correct, markdown_table, write_results
 from experiments.study import pyplot, reach, results_paths
@@ -134,9 +135,13 @@ def prepare(cfg, seed, k, device, with_learner=True):
         stupid, _, _ = load_checkpoint(f"{out}/stupid/ckpt.pt", ["stupid"], device, run=ckpt["run"])
         icfg = improve.ImproveConfig(out_dir=out, seed=smart_seed)
         torch.manual_seed(icfg.seed)
-        learner, _, _, examples = improve.learner(
-            smart, stupid, tok, data, icfg, device, random.Random(icfg.seed)
-        )
+        rng = random.Random(icfg.seed)  # improve.py's recipe: pairs, examples, the learner
+        stream = ProblemStream(data.task, data.fmt, 1, data.max_digits, seed=icfg.seed)
+        problems = [stream.sample() for _ in range(icfg.problems)]
+        pairs, _ = improve.correction_pairs(smart, stupid, tok, problems, icfg, rng)
+        longest = stupid.cfg.max_digit_index - 1
+        examples, _ = improve.training_examples(pairs, longest, icfg.replay, rng)
+        learner = finetune(stupid, examples, icfg.optim(), tok, device, "learner", icfg.seed)
         save_checkpoint(f"{out}/learner/ckpt.pt", learner, "learner", icfg.steps, data, ckpt["run"])
         write_text(f"{out}/learner/examples.json", json.dumps(examples))
     learner, _, _ = load_checkpoint(f"{out}/learner/ckpt.pt", ["learner"], device, run=ckpt["run"])
@@ -173,7 +178,7 @@ def tune(model, newest, older, base, tok, cfg, device, seed):
 
     optim = Optim(cfg.steps, cfg.lr, warmup=20)
     torch.manual_seed(seed)
-    train_loop(
+    finetune_loop(
         model,
         lambda step: pack(
             [
@@ -227,7 +232,9 @@ def label_round(smarts, learners, tok, data, L, cfg, seed):
         for _ in range(20)
     )
     kept = vote(problems, votes or attempts, cfg.agree, min_len)
-    right = sum(judged(problems[i], label)["correct"] for i, label in kept)  # read only to report
+    right = sum(
+        record_of(problems[i], label)["correct"] for i, label in kept
+    )  # read only to report
     return problems, attempts, kept, right, same
 
 

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from cot_data import answer_of, chain_of, judged
+from cot_data import answer_of, chain_of, record_of
 from evaluate import correct
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,7 +75,7 @@ def correct_as(learner, tok, problems, attempts, target="solution", **kw):
     return [
         r
         if r.get("kept")
-        else judged(
+        else record_of(
             p,
             chain_of(a)
             + (r["completion"] if target == "answer" else overwrite(answer_of(a), r["completion"])),

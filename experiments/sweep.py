@@ -21,8 +21,17 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
-from common import BadInput, check_writable, load_checkpoint, opt, parse_config, run_main, score
-from cot_data import TASKS, accuracy_by_digits, eval_problems, near_miss, tokenizer_from
+from common import (
+    BadInput,
+    check_writable,
+    load_checkpoint,
+    opt,
+    parse_config,
+    run_main,
+    score,
+    tokenizer_from,
+)
+from cot_data import TASKS, accuracy_by_digits, eval_problems, near_miss
 from evaluate import markdown_table, write_results
 from experiments.study import pyplot, reach, results_paths, script
 

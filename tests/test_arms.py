@@ -12,15 +12,14 @@ import torch
 from conftest import run
 from test_stages import AlwaysKeep
 
-from common import Optim, load_checkpoint
+from common import Optim, load_checkpoint, tokenizer_from
 from cot_data import (
     KEEP,
     CharTokenizer,
     check_chain,
     eval_set,
-    judged,
     make_problem,
-    tokenizer_from,
+    record_of,
 )
 from experiments import learners
 from experiments.learners import FROZEN, Arm, finetune_arm, improve_arm, short_stupid
@@ -114,16 +113,18 @@ def test_an_onpolicy_round_trains_on_verified_corrections_only(monkeypatch):
     )  # broken: the right answer, a wrong step
     # a "model" here is the completion it writes; smart's sample is right, stupid's is wrong
     monkeypatch.setattr(
-        learners, "score", lambda model, tok, problems, **kw: [judged(q, model) for q in problems]
+        learners,
+        "score",
+        lambda model, tok, problems, **kw: [record_of(q, model) for q in problems],
     )
 
     def correct(learner, tok, problems, attempts, target, **kw):
         if "temperature" not in kw:  # the learner's greedy fix of stupid's attempt: wrong again
-            return [judged(q, wrong) for q in problems]
+            return [record_of(q, wrong) for q in problems]
         # sampled: a right attempt is kept; a wrong one is made right, left wrong, or right with a wrong step
         outs = {
-            right: [dict(judged(p, right), kept=True)],
-            wrong: [judged(p, right), judged(p, wrong), judged(p, broken)],
+            right: [dict(record_of(p, right), kept=True)],
+            wrong: [record_of(p, right), record_of(p, wrong), record_of(p, broken)],
         }
         seen, recs = {}, []
         for a in attempts:

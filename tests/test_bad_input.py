@@ -78,15 +78,17 @@ CASES = {
         "--init_from=foo",
         "--init_from=llama:/nonexistent",
         "--quiet=maybe",
+        "--prompt=",
+        "--prompt=1+1= --prompt=",
+        "--num=10000000000",
         "--device=tpu",
         "--seed=x",
     ],
     "corrupt.py": [
-        "--band_lo=0.9 --band_hi=0.1",
         "--band_hi=1.5",
-        "--band_lo=-0.1",
-        "--wrong_frac=0",
-        "--wrong_frac=1.5",
+        "--band_hi=0",
+        "--samples=100000",  # more than one batch of generation
+        "--problems=10000000000",  # more than the machine's memory holds
         "--temperature=0",
         "--noise=loud",
         "--noise=short",
@@ -99,8 +101,9 @@ CASES = {
         "--seed=-1",
     ],
     "improve.py": [
-        "--keep_right=1",
         "--near_miss=1",
+        "--attempts=1000",
+        "--problems=10000000000",
         "--replay=-0.1",
         "--attempts=0",
         "--attempt_temperature=-1",
@@ -116,6 +119,7 @@ CASES = {
         "--extra=-3",
         "--extra=0",
         "--k=0",
+        "--k=1000",
         "--rounds=0",
         "--rounds=-1",
         "--eval_size=0",
@@ -297,3 +301,13 @@ def test_a_checkpoint_from_an_older_version_is_refused(out, capsys):
         assert "older nanocorrect" in expect_one_line_error(
             script, [f"--out_dir={out}"], capsys, out
         )
+
+
+def test_an_empty_prompt_file_is_refused_not_ignored(out, capsys):
+    """An empty --prompt_file used to sample fresh problems instead, silently; now it is an error,
+    and so is a count of problems the machine cannot hold (it used to hang)."""
+    (out / "empty.txt").write_text("\n  \n")
+    argv = [f"--ckpt={out}/smart/ckpt.pt", f"--prompt_file={out}/empty.txt"]
+    assert "holds no prompt" in expect_one_line_error("sample.py", argv, capsys, out)
+    argv = [f"--out_dir={out}", "--problems=10000000000"]
+    assert "memory" in expect_one_line_error("corrupt.py", argv, capsys, out)

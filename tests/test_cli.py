@@ -118,17 +118,15 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_reproduces_the_run(
 
     args = [*TINY, "--max_digits=2", "--steps=20", "--eval_every=10", "--eval_extra=0"]
     run_main(train.main, [f"--out_dir={tmp_path}/a", *args])
-    train_loop = train.train_loop
+    pack, batches = train.pack, []
 
-    def interrupted_at_15(model, get_batch, *a, **kw):
-        def batch(step):
-            if step == 15:
-                raise KeyboardInterrupt
-            return get_batch(step)
+    def interrupted_at_15(*a, **kw):  # train.py packs one batch a step: stop at the 16th
+        batches.append(1)
+        if len(batches) == 16:
+            raise KeyboardInterrupt
+        return pack(*a, **kw)
 
-        return train_loop(model, batch, *a, **kw)
-
-    monkeypatch.setattr(train, "train_loop", interrupted_at_15)
+    monkeypatch.setattr(train, "pack", interrupted_at_15)
     with pytest.raises(SystemExit) as e:
         run_main(train.main, [f"--out_dir={tmp_path}/b", *args])
     assert e.value.code == 130

@@ -176,7 +176,7 @@ def test_the_learner_can_read_a_runaway_attempt():
     from cot_data import correction_prompt
     from evaluate import correct
 
-    assert correction_prompt("1+2=", "3" * 12 + "#3$", max_run=5) == "1+2=" + "3" * 5 + "#3>"
+    assert correction_prompt("1+2=", "3" * 12 + "#3$", longest_number=5) == "1+2=" + "3" * 5 + "#3>"
     assert correction_prompt("1+2=", "3" * 12 + "#3$") == "1+2=" + "3" * 12 + "#3>"
     m = tiny("abacus", max_digit_index=8)
     p = make_problem("add", [12, 34], "reverse")

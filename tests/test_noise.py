@@ -131,7 +131,7 @@ def test_dynamic_noise_leaves_alone_only_what_cannot_go_wrong(monkeypatch):
         t.prompt,
         lambda ops, fmt, fault=None, rng=None: t.solve(ops, fmt),
         t.truth,
-        t.space,
+        t.n_problems,
         t.max_digits,
         t.steps,
     )

@@ -149,9 +149,8 @@ def test_keep_leaves_the_attempt_as_it_is():
 
 
 def test_finetune_returns_a_copy_that_depends_on_its_seed_alone(smart_dir):
-    from common import Optim, load_checkpoint
-    from cot_data import eval_set, tokenizer_from
-    from improve import finetune
+    from common import Optim, finetune, load_checkpoint, tokenizer_from
+    from cot_data import eval_set
 
     model, _, data = load_checkpoint(f"{smart_dir}/smart/ckpt.pt")
     tok, before = tokenizer_from(data), {k: v.clone() for k, v in model.state_dict().items()}

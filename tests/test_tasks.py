@@ -27,9 +27,9 @@ from cot_data import (
     dynamic_noise,
     eval_exclusions,
     formats_of,
-    judged,
     make_problem,
     random_operand,
+    record_of,
     solve_carry,
 )
 from model import GPT, ModelConfig
@@ -92,7 +92,7 @@ def test_a_task_added_as_the_readme_says_runs_through_every_stage(tmp_path, monk
         prompt=lambda f: f"2*{f[0]}=",
         solve=lambda ops, fmt, fault=None, rng=None: solve_carry([ops[0], ops[0]], fmt, fault, rng),
         truth=lambda ops: str(2 * ops[0]),
-        space=lambda n: 10 if n == 1 else 9 * 10 ** (n - 1),
+        n_problems=lambda n: 10 if n == 1 else 9 * 10 ** (n - 1),
         max_digits=1,
         steps=400,
     )
@@ -127,7 +127,7 @@ def test_pairs_and_examples_on_every_task_and_format(task, fmt, monkeypatch):
         improve,
         "score",
         lambda model, tok, ps, num_samples=1, **kw: [
-            judged(p, model(p, j)) for p in ps for j in range(num_samples)
+            record_of(p, model(p, j)) for p in ps for j in range(num_samples)
         ],
     )
     smart, stupid = (lambda p, j: p.completion), (lambda p, j: noisy[p.prompt][j])
