@@ -36,8 +36,8 @@ from cot_data import (
     accuracy_by_digits,
     correction_prompt,
     eval_problems,
-    record_of,
     mistake_shares,
+    record_of,
 )
 
 

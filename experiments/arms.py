@@ -5,7 +5,7 @@ controls (the same problems, pairs and steps), evaluated past N, probed (experim
 repeated over --seeds (improve.py's seed: its problems, attempts and training). The table gives mean
 and spread over seeds.
 
-    python -m experiments.arms --from_dir=out                     # after the main job; out/arms/results.*
+    python -m experiments.arms --from_dir=out        # after the main job; out/arms/results.*
     python -m experiments.arms --arms=rewrite,answer --seeds=3,4,5
 
 Arms:
@@ -14,16 +14,16 @@ Arms:
     answer_from_smart    the same, starting from smart's weights instead of stupid's
     answer_low_lr        the same, with a tenth of the learning rate (keep what stupid knows)
     answer_replay        the same, with half the examples plain problem -> solution (replay)
-    digits               trained as answer; the program writes its answer over the attempt's digit by
-                         digit and keeps the attempt's length, so an answer cannot run on
+    digits               trained as answer; the program writes its answer over the attempt's
+                         digit by digit and keeps the attempt's length, so it cannot run on
     digits_from_smart    the same, starting from smart's weights
     no_near_miss         the default learner without the near-miss pairs (smart's solution with 1-2
                          answer digits off), which teach it that smart-like answers need changing
     onpolicy             the default learner, then 3 rounds of expert iteration on it: it corrects
                          fresh attempts at 1..N and trains on its verified fixes
     digits_onpolicy      the same on the digits learner
-    short                stupid is a new model of smart's shape trained on 1..N-3 digits: its mistakes
-                         at the top lengths are length mistakes, like smart's past N
+    short                stupid is a new model of smart's shape trained on 1..N-3 digits: its
+                         mistakes at the top lengths are length mistakes, like smart's past N
     short_digits         the same stupid, the digits learner
     freeze_embeddings    the default learner with the token and digit-position tables frozen
     adapter              a rank-8 adapter (LoRA) on a frozen smart, writing whole solutions
@@ -95,8 +95,8 @@ class ArmsConfig:
 
 
 def arm_run(cfg, name, seed):
-    """The arm's stupid (where it has its own), its learner and controls, evaluate.py and the probe in
-    OUT_DIR/ARM-sSEED, each reused if done."""
+    """The arm's stupid (where it has its own), its learner and controls, evaluate.py and the probe
+    in OUT_DIR/ARM-sSEED, each reused if done."""
     out, arm = os.path.join(cfg.out_dir, f"{name}-s{seed}"), ARMS[name]
     if not os.path.exists(os.path.join(out, "results.json")):
         for stage in (
@@ -241,8 +241,8 @@ COLORS = {
 def plot(runs, N):
     """Per arm, above: the share of smart's wrong answers past N each model gets right (the learner
     handed smart's output, the right solution or nothing, and the arm's own two controls); below:
-    the share of smart's right answers it gets wrong (handed the right solution is then handed smart's
-    output). Bars are means over seeds; whiskers span the seeds."""
+    the share of smart's right answers it gets wrong (handed the right solution is then handed
+    smart's output). Bars are means over seeds; whiskers span the seeds."""
     plt = pyplot()
     if plt is None:
         return None
@@ -290,8 +290,10 @@ def main(argv=None):
     lengths = list(range(N + 1, N + cfg.extra + 1))
     runs = {arm: [arm_run(cfg, arm, s) for s in seeds] for arm in cfg.arms.split(",")}
     text = (
-        f"{data.task}, N={N}: each arm's learner handed smart's output, on the {cfg.eval_size} evaluation problems "
-        f"per length past N; mean ± half the range over seeds {cfg.seeds} (%)\n\n{summary(runs, N, lengths)}\n"
+        f"{data.task}, N={N}: each arm's learner handed smart's output, on the {cfg.eval_size} "
+        "evaluation problems "
+        f"per length past N; mean ± half the range over seeds {cfg.seeds} "
+        f"(%)\n\n{summary(runs, N, lengths)}\n"
     )
     slim = {
         arm: [

@@ -4,8 +4,8 @@ one process, taking turns (ours, peer, ours, peer, ...), on the same inputs: tra
 (forward, backward, clipping and an AdamW step on batches of the project's addition problems) and
 cached generation tokens/s (a batch of prompts, every row writing --new_tokens greedy tokens).
 
-    pip install transformers                   # for the benchmark only: not in requirements.txt
-    python -m experiments.bench                # the default model, 1 thread; results in docs/bench.md
+    pip install transformers            # for the benchmark only: not in requirements.txt
+    python -m experiments.bench         # the default model, 1 thread; results in docs/bench.md
     python -m experiments.bench --threads=2 --repeats=9 --device=cuda
 
 The peer is GPT2LMHeadModel with our width, depth, heads, MLP width, vocabulary and context, exact
@@ -54,7 +54,8 @@ class BenchConfig:
 
 
 def peer_of(ours):
-    """GPT-2 of our model's size, holding our weights (its Conv1D stores them transposed; its biases are 0)."""
+    """GPT-2 of our model's size, holding our weights (its Conv1D stores them transposed; its biases
+    are 0)."""
     from transformers import GPT2Config, GPT2LMHeadModel, logging
 
     logging.set_verbosity_error()  # its advice to pass an attention mask: right padding needs none
@@ -106,8 +107,8 @@ def peer_of(ours):
 
 
 def collate(pairs, device):
-    """(prompt ids, completion ids) pairs -> x, y, one example a row, right-padded: GPT-2 takes no packed
-    rows; the loss is on the completion only (y is -1 elsewhere)."""
+    """(prompt ids, completion ids) pairs -> x, y, one example a row, right-padded: GPT-2 takes no
+    packed rows; the loss is on the completion only (y is -1 elsewhere)."""
     T = max(len(p) + len(c) for p, c in pairs) - 1
     x, y = (
         torch.zeros(len(pairs), T, dtype=torch.long),
@@ -175,13 +176,15 @@ def machine(cfg, device, hf):
         cpu += f"; GPU {torch.cuda.get_device_name(device)}"
     return (
         f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; Python "
-        f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__} "
+        f"{platform.python_version()}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__} "
         f"(attention: {hf.config._attn_implementation}); device {device}, {cfg.threads} thread(s)"
     )
 
 
 def bench(cfg):
-    """-> {"train"/"generate": {"ours"/"peer": median tokens/s, "tokens": per round}, "agree": rows, "machine": str}"""
+    """-> {"train"/"generate": {"ours"/"peer": median tokens/s, "tokens": per round}, "agree": rows,
+    "machine": str}"""
     try:
         import transformers  # noqa: F401
     except ImportError:
@@ -204,7 +207,8 @@ def bench(cfg):
         )
     ).to(device)
     peer = peer_of(ours)
-    # the data: batches of addition problems (1..8 digits, loss on the completion) and whole problems as prompts
+    # the data: batches of addition problems (1..8 digits, loss on the completion) and whole
+    # problems as prompts
     stream = ProblemStream("add", "reverse", 1, 8, seed=cfg.seed)
     batches = [
         collate(
@@ -222,7 +226,8 @@ def bench(cfg):
     ]
     if max(map(len, prompts)) + cfg.new_tokens > cfg.block_size:
         raise BadInput(
-            f"--new_tokens={cfg.new_tokens} does not fit --block_size={cfg.block_size} after the prompts"
+            f"--new_tokens={cfg.new_tokens} does not fit --block_size={cfg.block_size} after the "
+            "prompts"
         )
     # the same function: greedy generations must agree (this is the generation warm-up too)
     n = cfg.new_tokens
@@ -271,7 +276,8 @@ def main(argv=None):
     print(
         f"model: dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads, MLP {cfg.ffn_hidden}, "
         f"vocab {CharTokenizer().vocab_size}, context {cfg.block_size}; batch {cfg.batch_size}, "
-        f"{cfg.train_steps} steps and {cfg.new_tokens} new tokens per round, median of {cfg.repeats} rounds"
+        f"{cfg.train_steps} steps and {cfg.new_tokens} new tokens per round, median of "
+        f"{cfg.repeats} rounds"
     )
     print(f"greedy generations identical on {r['agree']}/{r['prompts']} prompts\n")
     rows = [

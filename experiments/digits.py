@@ -3,8 +3,8 @@ Which digit goes wrong, and with what? Reads a run's results.json (addition, rev
 looks at every wrong answer digit past N in answers of the right length, where the carry row is
 right: the model had every number it needed in front of it and still wrote the wrong digit.
 
-Digit i of the answer should be (a_i + b_i + c_i) mod 10, c_i the carry into column i (the carry row).
-A wrong digit w is explained, when it is, by one of these slips (a digit can fit several):
+Digit i of the answer should be (a_i + b_i + c_i) mod 10, c_i the carry into column i (the carry
+row). A wrong digit w is explained, when it is, by one of these slips (a digit can fit several):
     carry of a neighbour   w = (a_i + b_i + c_j) mod 10, j = i-1 or i+1, where c_j differs from c_i
     operand of a neighbour w = (a_j + b_i + c_i) or (a_i + b_j + c_i) mod 10, j = i-1 or i+1
     next column's digit    w = the right answer digit of column i+1 (it runs a column ahead)
@@ -15,7 +15,8 @@ For a learner handed smart's output, a second table: does it fix smart's wrong a
 or write another wrong one?
 
     python -m experiments.digits                              # out/results.json, every model
-    python -m experiments.digits --results=out/arms/rewrite-s3/results.json --models=smart,learner_on_smart
+    python -m experiments.digits --results=out/arms/rewrite-s3/results.json
+    --models=smart,learner_on_smart
 """
 
 import json
@@ -42,8 +43,8 @@ class DigitsConfig:
 
 
 def columns(a, b, n):
-    """Digits (least significant first) of a and b, and the carry row and answer row that the reverse
-    format writes for them (n+1 columns each)."""
+    """Digits (least significant first) of a and b, and the carry row and answer row that the
+    reverse format writes for them (n+1 columns each)."""
     row, _, answer = make_problem("add", [a, b], "reverse", n).completion.partition(";#")
     A, B = ([int(c) for c in str(x)[::-1].ljust(n + 2, "0")] for x in (a, b))
     return A, B, [int(c) for c in row], [int(c) for c in answer.rstrip("$")]
@@ -103,8 +104,8 @@ def study(records, N):
 
 
 def handed(smart, model, N):
-    """What a model handed smart's output did with it past N: [fixed, same wrong answer, another wrong
-    answer] of smart's wrong answers, [kept, broken] of its right ones."""
+    """What a model handed smart's output did with it past N: [fixed, same wrong answer, another
+    wrong answer] of smart's wrong answers, [kept, broken] of its right ones."""
     wrong, right = [0, 0, 0], [0, 0]
     for s, m in zip(smart, model):
         if s["digits"] <= N:
@@ -130,7 +131,8 @@ def main(argv=None):
         raise BadInput(f"cannot read {cfg.results} as evaluate.py's results.json ({e})") from None
     if (res.get("task"), res.get("fmt")) != ("add", "reverse"):
         raise BadInput(
-            f"{cfg.results} is {res.get('task')} ({res.get('fmt')}); this study reads addition in reverse"
+            f"{cfg.results} is {res.get('task')} ({res.get('fmt')}); this study reads addition in "
+            "reverse"
         )
     names = cfg.models.split(",") if cfg.models else list(models)
     if bad := [m for m in names if m not in models]:
@@ -146,7 +148,8 @@ def main(argv=None):
             + [f"{pct(s['hits'][k], d)} ({pct(s['chance'][k], d)})" for k in SLIPS]
         )
     print(
-        f"Wrong answer digits past {N} digits, in answers of the right length whose carry row is right "
+        f"Wrong answer digits past {N} digits, in answers of the right length whose carry row is "
+        "right "
         f"({cfg.results}); in brackets: a random wrong digit\n"
     )
     print(

@@ -1,20 +1,24 @@
 """
 The learners of the arms study (experiments/arms.py): improve.py's recipe with one or more changes.
 
-    target        what the learner writes: the whole solution (improve.py's learner), only the answer
-                  (the program keeps the attempt's chain of thought), or digits (the answer written over
-                  the attempt's digit by digit, its length kept): experiments/study.py
+    target        what the learner writes: the whole solution (improve.py's learner), only the
+                  answer (the program keeps the attempt's chain of thought), or digits (the answer
+                  written over the attempt's digit by digit, its length kept): experiments/study.py
     learner_from  the weights it starts from: stupid's (improve.py) or smart's
     lr, near_miss, replay   improve.py's options
-    rounds        on-policy rounds after the first fine-tune (expert iteration on the learner): it corrects
-                  fresh attempts at 1..N (smart's and stupid's samples, its own outputs) and is fine-tuned
-                  on the corrections the checker verifies; each round's start is written as learner_roundR
+    rounds        on-policy rounds after the first fine-tune (expert iteration on the learner): it
+                  corrects fresh attempts at 1..N (smart's and stupid's samples, its own outputs)
+                  and is fine-tuned on the corrections the checker verifies; each round's start is
+                  written as learner_roundR
     freeze        weights of its start that stay as they are: the token and digit-position tables
                   (embeddings), or every weight (all: only the adapter trains)
     adapter       the rank of a low-rank adapter (LoRA) on every linear layer, merged after training
-    short_stupid  stupid is not smart corrupted but a new model of smart's shape, trained as smart was on
-                  1..N-3 digits: its mistakes at the top lengths are length mistakes, as smart's are past N
-The controls get the learner's steps (rounds included) and smart's solutions of the rounds' problems.
+    short_stupid  stupid is not smart corrupted but a new model of smart's shape, trained as smart
+                  was on 1..N-3 digits: its mistakes at the top lengths are length mistakes, as
+                  smart's are past N
+
+The controls get the learner's steps (rounds included) and smart's solutions of the rounds'
+problems.
 """
 
 import copy
@@ -73,8 +77,8 @@ class Arm:
 
 
 class LowRank(torch.nn.Module):
-    """A weight W read as W + B A with B A of rank r and W frozen: a low-rank adapter (LoRA, Hu et al.
-    2021). B starts at zero, so the adapted model starts as the model it adapts."""
+    """A weight W read as W + B A with B A of rank r and W frozen: a low-rank adapter (LoRA, Hu et
+    al. 2021). B starts at zero, so the adapted model starts as the model it adapts."""
 
     def __init__(self, weight, rank):
         super().__init__()
@@ -88,8 +92,9 @@ class LowRank(torch.nn.Module):
 
 
 def finetune_arm(model, examples, optim, tok, device, desc, seed, freeze="none", adapter=0):
-    """improve.finetune (a fine-tuned copy), with the weights of FROZEN[freeze] kept as they are and a
-    LoRA adapter of rank `adapter` on every linear layer, trained and then merged: a plain model again."""
+    """improve.finetune (a fine-tuned copy), with the weights of FROZEN[freeze] kept as they are and
+    a LoRA adapter of rank `adapter` on every linear layer, trained and then merged: a plain model
+    again."""
     if freeze == "none" and not adapter:
         return finetune(model, examples, optim, tok, device, desc, seed)
     model = copy.deepcopy(model)
@@ -152,14 +157,15 @@ def onpolicy_round(learner, smart, stupid, tok, problems, cfg, target, seed):
             fixed, kept = fixed + (not right[i]), kept + right[i]
     wrong = len(right) - sum(right)
     return examples, (
-        f"{wrong}/{len(right)} attempts wrong; {fixed}/{wrong * k} sampled corrections of them right, "
+        f"{wrong}/{len(right)} attempts wrong; {fixed}/{wrong * k} sampled corrections of them "
+        "right, "
         f"{kept}/{(len(right) - wrong) * k} of the right ones left right; {len(examples)} examples"
     )
 
 
 def short_stupid(out, short_by=SHORT_BY, seed=2):
-    """OUT/stupid: a model of smart's shape trained from scratch as smart was (its steps, learning rate and
-    batch), on 1..N-short_by digits, with corrupt.py's seed. -> a line saying so"""
+    """OUT/stupid: a model of smart's shape trained from scratch as smart was (its steps, learning
+    rate and batch), on 1..N-short_by digits, with corrupt.py's seed. -> a line saying so"""
     device = pick_device("auto")
     smart, ckpt, data = load_checkpoint(f"{out}/smart/ckpt.pt", ["smart"], device)
     if short_by >= data.max_digits:
@@ -186,12 +192,13 @@ def short_stupid(out, short_by=SHORT_BY, seed=2):
     save_checkpoint(
         f"{out}/stupid/ckpt.pt", model, "stupid", optim.steps, data, ckpt["run"], short_by=short_by
     )
-    return f"stupid: a new model of smart's shape, trained as smart was on 1..{data.max_digits - short_by} digits\n"
+    shorter = data.max_digits - short_by
+    return f"stupid: a new model of smart's shape, trained as smart was on 1..{shorter} digits\n"
 
 
 def improve_arm(out, arm, seed, **options):
-    """improve.py's pairs, learner and controls in OUT, with the arm's changes (and improve.py's options);
-    each round's start is written as OUT/learner_roundR. -> what it printed"""
+    """improve.py's pairs, learner and controls in OUT, with the arm's changes (and improve.py's
+    options); each round's start is written as OUT/learner_roundR. -> what it printed"""
     cfg = ImproveConfig(
         out_dir=out, seed=seed, lr=arm.lr, near_miss=arm.near_miss, replay=arm.replay, **options
     )

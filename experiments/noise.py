@@ -1,5 +1,6 @@
 """
-Static vs dynamic noise in chain-of-thought training data, at tiny scale (after Havrilla & Iyer 2024).
+Static vs dynamic noise in chain-of-thought training data, at tiny scale (after Havrilla & Iyer
+2024).
 
 Trains the same small smart model (train.py, same seed and budget) on clean traces and on traces
 with static noise (digits of the chain of thought changed, answer kept; or whole lines dropped) and
@@ -70,9 +71,9 @@ def drop_lines(p, rate, rng):
 
 
 def noise_from_spec(spec, rng=None):
-    """'none', 'static:R' (R of the CoT digits of every sample), 'lines:R' (each CoT line dropped with
-    probability R) or 'dynamic:R' (one carried error in R of the samples) -> problem -> problem, or None.
-    rng: the random.Random the noise draws from."""
+    """'none', 'static:R' (R of the CoT digits of every sample), 'lines:R' (each CoT line dropped
+    with probability R) or 'dynamic:R' (one carried error in R of the samples) -> problem ->
+    problem, or None. rng: the random.Random the noise draws from."""
     if spec == "none":
         return None
     kind, _, rate = spec.partition(":")

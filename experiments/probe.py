@@ -56,8 +56,8 @@ class ProbeConfig:
 
 
 def slipped(completion, rng):
-    """The completion with one answer digit replaced by the next one's, where the two differ (a right
-    answer whose digits are all alike gets its first digit changed by one instead)."""
+    """The completion with one answer digit replaced by the next one's, where the two differ (a
+    right answer whose digits are all alike gets its first digit changed by one instead)."""
     head, _, answer = completion.rpartition("#")
     digits = list(answer.rstrip("$"))
     spots = [i for i in range(len(digits) - 1) if digits[i] != digits[i + 1]]
@@ -74,9 +74,10 @@ def share(xs):
 
 
 def probe(run, cfg, device):
-    """-> N, accuracy per length {"smart alone": ..., "LEARNER (target) o right": ..., ...}, and past N, per
-    learner and attempt: the share right on the problems smart gets wrong and on those it gets right,
-    and the share of outputs that are the same as when it is handed smart's output."""
+    """-> N, accuracy per length {"smart alone": ..., "LEARNER (target) o right": ..., ...}, and
+    past N, per learner and attempt: the share right on the problems smart gets wrong and on those
+    it gets right, and the share of outputs that are the same as when it is handed smart's
+    output."""
     smart, ckpt, data = load_checkpoint(os.path.join(run, "smart", "ckpt.pt"), ["smart"], device)
     tok, rng, N = tokenizer_from(data), random.Random(cfg.seed), data.max_digits
     problems = eval_problems(data.task, data.fmt, range(1, N + cfg.extra + 1), cfg.eval_size)
@@ -138,7 +139,8 @@ def main(argv=None):
             + markdown_table(
                 ["handed"] + [f"{n}{'*' if int(n) > N else ''}" for n in lengths], rows
             )
-            + f"\n\nPast N: right (%) on the {n_wrong} problems smart gets wrong and the {n_right} it gets "
+            + f"\n\nPast N: right (%) on the {n_wrong} problems smart gets wrong and the {n_right} "
+            "it gets "
             "right, and the share of outputs that are the same as when handed smart's output:\n\n"
             + markdown_table(
                 ["handed", "smart wrong", "smart right", "as handed smart's"],

@@ -1,25 +1,27 @@
 """
 Knowledge extended slowly: does a self-improvement loop carry smart past N, and does a learner of
-corrections carry it further or faster? (After Lee et al. 2025, "Self-Improving Transformers Overcome
-Easy-to-Hard and Length Generalization Challenges".)
+corrections carry it further or faster? (After Lee et al. 2025, "Self-Improving Transformers
+Overcome Easy-to-Hard and Length Generalization Challenges".)
 
 K smarts, trained as train.py trains smart with K different seeds, each round label fresh problems
 one digit longer than the round before; a label is kept when it is as long as the format writes that
 length and at least --agree of the K votes are the very same completion. Every smart is then
 fine-tuned on the kept labels (half of each batch from the newest round, a quarter from the rounds
-before it, a quarter fresh 1..N problems). Two arms, with the same smarts, problems, steps and filters:
+before it, a quarter fresh 1..N problems). Two arms, with the same smarts, problems, steps and
+filters:
 
     self        a smart's vote is its own greedy completion
-    corrector   a smart's vote is its learner's correction of that completion (each smart has its own
-                learner, made by corrupt.py and improve.py's recipe, so the K votes stay independent);
-                each learner is then fine-tuned on its round's pairs (its smart's attempt -> the kept
-                label; KEEP where they are the same), mixed with its own 1..N examples in the same way
+    corrector   a smart's vote is its learner's correction of that completion (each smart has its
+                own learner, made by corrupt.py and improve.py's recipe, so the K votes stay
+                independent); each learner is then fine-tuned on its round's pairs (its smart's
+                attempt -> the kept label; KEEP where they are the same), mixed with its own 1..N
+                examples in the same way
 
-No answer past N trains, chooses or filters anything: past N the truth is read only to report how many
-kept labels are right and how accurate each model is. Reach = the longest length L with >= 90% on
-every length 1..L, divided by N; an arm's reach is the mean over its K smarts.
+No answer past N trains, chooses or filters anything: past N the truth is read only to report how
+many kept labels are right and how accurate each model is. Reach = the longest length L with >= 90%
+on every length 1..L, divided by N; an arm's reach is the mean over its K smarts.
 
-    python -m experiments.reach                                # N=8, K=3, seed 0: out/reach/results.*
+    python -m experiments.reach                  # N=8, K=3, seed 0: out/reach/results.*
     python -m experiments.reach --seeds=0,1,2 --arms=self,corrector
 """
 
@@ -109,9 +111,9 @@ class ReachConfig:
 
 
 def prepare(cfg, seed, k, device, with_learner=True):
-    """Smart k of a seed, its stupid and its learner (with the 1..N examples it was trained on), each
-    made once in OUT_DIR/sSEED-kK and reused. -> (smart, learner, learner's examples, data); without
-    a learner (the self arm needs none) -> (smart, None, None, data)"""
+    """Smart k of a seed, its stupid and its learner (with the 1..N examples it was trained on),
+    each made once in OUT_DIR/sSEED-kK and reused. -> (smart, learner, learner's examples, data);
+    without a learner (the self arm needs none) -> (smart, None, None, data)"""
     out, smart_seed = os.path.join(cfg.out_dir, f"s{seed}-k{k}"), cfg.smarts * seed + k + 1
     if not os.path.exists(
         f"{out}/smart/ckpt.pt"
@@ -163,7 +165,8 @@ def vote(problems, completions, agree, min_len):
 
 def tune(model, newest, older, base, tok, cfg, device, seed):
     """Fine-tune `model` in place: each example from the newest round with probability 1/2, from the
-    rounds before it 1/4 (else base), and from base 1/4; base() -> a (prompt, completion) of 1..N."""
+    rounds before it 1/4 (else base), and from base 1/4; base() -> a (prompt, completion) of
+    1..N."""
     rng = random.Random(seed)
 
     def draw():
@@ -209,8 +212,9 @@ def measure(smarts, learners, tok, tests):
 
 def label_round(smarts, learners, tok, data, L, cfg, seed):
     """One round's labels: every smart's greedy completion of fresh L-digit problems, handed to its
-    learner in the corrector arm; kept where the votes agree. -> (problems, attempts, kept [(i, label)],
-    how many kept labels are right, the share of the learners' votes that are their smart's attempt)"""
+    learner in the corrector arm; kept where the votes agree. -> (problems, attempts, kept [(i,
+    label)], how many kept labels are right, the share of the learners' votes that are their smart's
+    attempt)"""
     stream = ProblemStream(
         data.task, data.fmt, L, L, seed=1000 * seed + L
     )  # never an evaluation problem
@@ -239,8 +243,8 @@ def label_round(smarts, learners, tok, data, L, cfg, seed):
 
 
 def run_arm(arm, seed, cfg, device):
-    """Rounds of labelling and fine-tuning from the seed's K smarts (and learners), until reach stops
-    growing. -> a row of numbers per round (round 0: before any)"""
+    """Rounds of labelling and fine-tuning from the seed's K smarts (and learners), until reach
+    stops growing. -> a row of numbers per round (round 0: before any)"""
     made = [
         prepare(cfg, seed, k, device, with_learner=arm == "corrector") for k in range(cfg.smarts)
     ]
@@ -350,7 +354,8 @@ def table(rows, N, longest):
 
 
 def summary(rows, N):
-    """Per arm, over seeds: the reach at the end (mean ± half the range), rounds, labels' accuracy, seconds."""
+    """Per arm, over seeds: the reach at the end (mean ± half the range), rounds, labels' accuracy,
+    seconds."""
     out = []
     for arm in dict.fromkeys(r["arm"] for r in rows):
         last = [
@@ -385,7 +390,8 @@ def summary(rows, N):
 
 
 def plot(rows, N):
-    """reach/N per round and per second of the loop, per arm and seed (label accuracy is in the table)."""
+    """reach/N per round and per second of the loop, per arm and seed (label accuracy is in the
+    table)."""
     plt = pyplot()
     if plt is None:
         return None
@@ -431,8 +437,10 @@ def main(argv=None):
             with open(path) as f:
                 rows += json.load(f)
     text = (
-        f"Reach from N={N}: K={cfg.smarts} smarts, a label kept when {cfg.agree} of {cfg.smarts} votes agree "
-        f"(and it is long enough); {cfg.problems} problems and {cfg.steps} steps per round; mean accuracy (%) "
+        f"Reach from N={N}: K={cfg.smarts} smarts, a label kept when {cfg.agree} of {cfg.smarts} "
+        "votes agree "
+        f"(and it is long enough); {cfg.problems} problems and {cfg.steps} steps per round; mean "
+        "accuracy (%) "
         f"of the K smarts, {cfg.eval_size} problems per length\n\n{summary(rows, N)}\n\n"
         f"{table(rows, N, cfg.longest)}\n"
     )

@@ -1,4 +1,5 @@
-"""What several studies share: a stage run as a user would run it, reach, and the editing learners."""
+"""What several studies share: a stage run as a user would run it, reach, and the editing
+learners."""
 
 import os
 import subprocess
@@ -11,7 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def script(name, args, threads=None):
-    """Run a stage script as a user would (--key=value options); a failure stops with its own last line."""
+    """Run a stage script as a user would (--key=value options); a failure stops with its own last
+    line."""
     env = dict(
         os.environ,
         **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}),
@@ -37,7 +39,8 @@ def reach(acc, N):
 
 
 def pyplot():
-    """matplotlib.pyplot without a screen, or None where matplotlib is not installed (it is optional)."""
+    """matplotlib.pyplot without a screen, or None where matplotlib is not installed (it is
+    optional)."""
     try:
         import matplotlib
 
@@ -49,9 +52,9 @@ def pyplot():
         return None
 
 
-# What a learner writes (experiments/arms.py): the whole solution (the stages' learner), only the answer
-# ("#...$": the program keeps the attempt's chain of thought), or digits (the same, with its answer written
-# over the attempt's digit by digit, so that the attempt's length is kept).
+# What a learner writes (experiments/arms.py): the whole solution (the stages' learner), only the
+# answer ("#...$": the program keeps the attempt's chain of thought), or digits (the same, with its
+# answer written over the attempt's digit by digit, so that the attempt's length is kept).
 TARGETS = ("solution", "answer", "digits")
 
 
@@ -61,14 +64,15 @@ def written(solution, target):
 
 
 def overwrite(answer, edit):
-    """'#...$' of the attempt with its characters replaced, one by one, by the edit's: same length."""
+    """'#...$' of the attempt with its characters replaced, one by one, by the edit's: same
+    length."""
     old, new = answer[1:].rstrip("$"), edit[1:].rstrip("$") if edit.startswith("#") else ""
     return "#" + new[: len(old)] + old[len(new) :] + "$"
 
 
 def correct_as(learner, tok, problems, attempts, target="solution", **kw):
-    """evaluate.correct for a learner of any target: the program puts an answer-only learner's answer
-    (or, for digits, its digits) after the attempt's chain of thought."""
+    """evaluate.correct for a learner of any target: the program puts an answer-only learner's
+    answer (or, for digits, its digits) after the attempt's chain of thought."""
     recs = correct(learner, tok, problems, attempts, **kw)
     if target == "solution":
         return recs

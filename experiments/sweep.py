@@ -8,7 +8,8 @@ cell, once per way of making stupid (own samples, static noise, dynamic noise).
 
     python -m experiments.sweep                     # writes out/sweep/results.{json,md,png}
     python -m experiments.sweep --jobs=1 --parts=1  # part 1 only, one run at a time
-    python -m experiments.sweep --parts=1 --only=reverse-abacus,steps-none --seed=2 --out_dir=out/sweep_s2
+    python -m experiments.sweep --parts=1 --only=reverse-abacus,steps-none --seed=2
+    --out_dir=out/sweep_s2
 
 Runs go --jobs at a time, each on one CPU thread, so wall times are per thread. Finished runs
 are reused (their results.json / ckpt.pt), so an interrupted sweep picks up where it stopped.
@@ -70,7 +71,8 @@ SIZES = {
     "default": dict(dim=128, n_layers=4, ffn_hidden=512),
 }
 FORMATS = ["plain", "steps", "compact", "hints", "reverse"]
-# position schemes; abacus0 is abacus without the random offset in training (untrained indices past N)
+# position schemes; abacus0 is abacus without the random offset in training (untrained indices past
+# N)
 POSITIONS = {
     "learned": dict(pos="learned"),
     "rope": dict(pos="rope"),
@@ -283,7 +285,8 @@ def main(argv=None):
     )
     if pipes:
         text += (
-            f"\nThe whole experiment on {pipes[0]['fmt']} + {pipes[0]['pos']} (lengths past N only):\n\n"
+            f"\nThe whole experiment on {pipes[0]['fmt']} + {pipes[0]['pos']} (lengths past N "
+            "only):\n\n"
             f"{pipeline_table(pipes, N)}\n"
         )
     text += f"\nsweep wall time: {time.time() - t0:.0f} s with {cfg.jobs} jobs\n"

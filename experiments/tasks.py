@@ -1,6 +1,6 @@
 """
-The whole experiment on every task, each with its own defaults (cot_data.TASKS: its N and steps): train,
-corrupt, improve and evaluate in OUT_DIR/TASK, then one table of what each task gives past N.
+The whole experiment on every task, each with its own defaults (cot_data.TASKS: its N and steps):
+train, corrupt, improve and evaluate in OUT_DIR/TASK, then one table of what each task gives past N.
 
     python -m experiments.tasks                        # every task: out/tasks/results.{md,json}
     python -m experiments.tasks --tasks=mul --threads=1
@@ -35,7 +35,8 @@ class TasksConfig:
 
 
 def task_run(cfg, task):
-    """The four stages with the task's defaults in OUT_DIR/TASK (reused if done) -> results.json + seconds."""
+    """The four stages with the task's defaults in OUT_DIR/TASK (reused if done) -> results.json +
+    seconds."""
     out = os.path.join(cfg.out_dir, task)
     seconds_path = os.path.join(out, "seconds.json")
     if not os.path.exists(os.path.join(out, "results.json")):
@@ -84,7 +85,8 @@ def row(task, r, seconds):
             "yes"
             if fixes["learner_on_smart"] > best
             else f"no ({fixes['learner_on_smart'] - best:+.1f})",
-            f"{100 * a['cot_wrong']:.0f} / {100 * a['wrong_length']:.0f} / {100 * a['near_miss']:.0f}",
+            f"{100 * a['cot_wrong']:.0f} / {100 * a['wrong_length']:.0f} / "
+            f"{100 * a['near_miss']:.0f}",
             " + ".join(str(seconds[s[:-3]]) for s in STAGES) + f" = {sum(seconds.values())}",
         ]
     )
@@ -115,7 +117,8 @@ def main(argv=None):
     ]
     table = markdown_table(header, [row(t, r, s) for t, (r, s) in runs.items()])
     text = (
-        "Every task with its defaults; accuracy past N is the mean over N+1..N+4 (%), 'fixed' the share of "
+        "Every task with its defaults; accuracy past N is the mean over N+1..N+4 (%), 'fixed' the "
+        "share of "
         "smart's wrong answers past N a model gets right (%):\n\n" + table + "\n"
     )
     print(text)

@@ -1,5 +1,6 @@
-"""The arms study's learners (experiments/learners.py): editing learners, adapters and frozen weights,
-on-policy rounds, a stupid whose mistakes are length mistakes; the probe; and one arm end to end."""
+"""The arms study's learners (experiments/learners.py): editing learners, adapters and frozen
+weights, on-policy rounds, a stupid whose mistakes are length mistakes; the probe; and one arm end
+to end."""
 
 import json
 import random
@@ -121,7 +122,8 @@ def test_an_onpolicy_round_trains_on_verified_corrections_only(monkeypatch):
     def correct(learner, tok, problems, attempts, target, **kw):
         if "temperature" not in kw:  # the learner's greedy fix of stupid's attempt: wrong again
             return [record_of(q, wrong) for q in problems]
-        # sampled: a right attempt is kept; a wrong one is made right, left wrong, or right with a wrong step
+        # sampled: a right attempt is kept; a wrong one is made right, left wrong, or right with a
+        # wrong step
         outs = {
             right: [dict(record_of(p, right), kept=True)],
             wrong: [record_of(p, right), record_of(p, wrong), record_of(p, broken)],
@@ -254,8 +256,9 @@ def test_the_probe_hands_the_learner_each_kind_of_attempt(pipeline, tmp_path):
 
 
 def test_an_arm_runs_end_to_end_and_is_evaluated_as_it_writes(pipeline, tmp_path, monkeypatch):
-    """arms.py on one digits arm: its learner and controls, evaluate.py applying it as a digits learner
-    (its answers written over smart's, so every answer has smart's length), and the probe."""
+    """arms.py on one digits arm: its learner and controls, evaluate.py applying it as a digits
+    learner (its answers written over smart's, so every answer has smart's length), and the
+    probe."""
     from experiments import arms
 
     monkeypatch.setattr(arms, "improve_arm", partial(improve_arm, **FAST))

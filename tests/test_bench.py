@@ -1,4 +1,5 @@
-"""experiments/bench.py: ours against transformers' GPT-2, on a tiny model (no timing is asserted)."""
+"""experiments/bench.py: ours against transformers' GPT-2, on a tiny model (no timing is
+asserted)."""
 
 import sys
 

@@ -17,7 +17,7 @@ def test_help(script):
 
 def one_line_error(r):
     assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in r.stderr
     return lines[0]
 
@@ -111,8 +111,9 @@ def test_sample_prompt_too_long(smart_dir):
 def test_ctrl_c_keeps_the_last_checkpoint_and_resume_reproduces_the_run(
     tmp_path, monkeypatch, capsys
 ):
-    """Stopped by Ctrl-C at step 15, a run keeps its step-10 checkpoint; resumed, it ends with exactly
-    the weights of a run that was never stopped (the random state of the data and the model is saved too)."""
+    """Stopped by Ctrl-C at step 15, a run keeps its step-10 checkpoint; resumed, it ends with
+    exactly the weights of a run that was never stopped (the random state of the data and the model
+    is saved too)."""
     import train
     from common import run_main
 

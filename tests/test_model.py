@@ -107,15 +107,18 @@ def test_generate_against_mock_model():
 def test_sampling_is_seeded():
     m = tiny()
     p = [CharTokenizer().encode("12+34=")]
-    g = lambda s: generate(
-        m,
-        p,
-        10,
-        temperature=1.0,
-        top_k=5,
-        num_samples=4,
-        generator=torch.Generator().manual_seed(s),
-    )
+
+    def g(s):
+        return generate(
+            m,
+            p,
+            10,
+            temperature=1.0,
+            top_k=5,
+            num_samples=4,
+            generator=torch.Generator().manual_seed(s),
+        )
+
     assert g(1) == g(1) and g(1) != g(2)
 
 
@@ -205,8 +208,8 @@ def test_tiny_model_overfits_a_handful_of_problems():
 
 
 def padded(pairs):
-    """The batch a packed batch must equal: one example a row, right-padded, the loss on the completion,
-    positions from 0 and the causal mask (None)."""
+    """The batch a packed batch must equal: one example a row, right-padded, the loss on the
+    completion, positions from 0 and the causal mask (None)."""
     T = max(len(p) + len(c) for p, c in pairs) - 1
     x, y = (
         torch.zeros(len(pairs), T, dtype=torch.long),
@@ -288,7 +291,8 @@ def test_each_packed_example_gets_its_own_abacus_shift():
 
 
 def test_mixed_precision_only_on_a_cuda_gpu_with_bf16(monkeypatch):
-    """On a CPU nothing changes (the numbers stay those of fp32); on a CUDA GPU with bf16, autocast."""
+    """On a CPU nothing changes (the numbers stay those of fp32); on a CUDA GPU with bf16,
+    autocast."""
     import contextlib
     import warnings
 

@@ -1,4 +1,5 @@
-"""Noisy training traces (cot_data's injectors, experiments/noise.py's specs) and the noise study."""
+"""Noisy training traces (cot_data's injectors, experiments/noise.py's specs) and the noise
+study."""
 
 import json
 import random

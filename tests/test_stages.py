@@ -28,7 +28,9 @@ def test_every_stage_writes_its_checkpoint(pipeline):
 
 
 def test_pairs_never_hold_evaluation_problems(pipeline):
-    pairs = [json.loads(l) for l in (pipeline / "learner" / "pairs.jsonl").read_text().splitlines()]
+    pairs = [
+        json.loads(line) for line in (pipeline / "learner" / "pairs.jsonl").read_text().splitlines()
+    ]
     assert pairs
     excl = eval_exclusions("add", 2 + 4)
     for pair in pairs:
@@ -160,9 +162,12 @@ def test_finetune_returns_a_copy_that_depends_on_its_seed_alone(smart_dir):
     torch.rand(1000)  # other work in between draws random numbers
     b = finetune(model, examples, cfg, tok, "cpu", "b", seed=1)
     c = finetune(model, examples, cfg, tok, "cpu", "c", seed=2)
-    same = lambda m1, m2: all(
-        torch.equal(x, y) for x, y in zip(m1.state_dict().values(), m2.state_dict().values())
-    )
+
+    def same(m1, m2):
+        return all(
+            torch.equal(x, y) for x, y in zip(m1.state_dict().values(), m2.state_dict().values())
+        )
+
     assert all(
         torch.equal(before[k], v) for k, v in model.state_dict().items()
     )  # the model given is untouched

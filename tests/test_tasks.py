@@ -63,7 +63,7 @@ def every_stage(tmp_path, task, fmt):
     evaluate.main([out, "--eval_size=4", "--extra=1", "--k=2", "--rounds=1", "--plot=0"])
     d = json.load(open(tmp_path / "results.json"))
     assert (d["task"], d["fmt"]) == (task, fmt) and set(d["chance"]) == {"1", "2"}
-    for name, m in d["models"].items():
+    for _name, m in d["models"].items():
         for r in m["records"]:
             assert check(task, fmt, r["operands"], r["completion"])[1] == r["correct"]
             assert check_chain(task, fmt, r["operands"], r["completion"]) == r["verified"]
@@ -122,7 +122,8 @@ def test_pairs_and_examples_on_every_task_and_format(task, fmt, monkeypatch):
         p.prompt: [dynamic_noise(p, rng).completion, answer_noise(p, rng).completion]
         for p in problems
     }
-    # a "model" here is a function of the problem and the sample's number: it is what the model writes
+    # a "model" here is a function of the problem and the sample's number: it is what the model
+    # writes
     monkeypatch.setattr(
         improve,
         "score",
@@ -166,7 +167,8 @@ def test_pairs_and_examples_on_every_task_and_format(task, fmt, monkeypatch):
 
 def test_corrupt_leaves_out_samples_with_a_number_longer_than_the_model_indexes(tmp_path):
     """At a high temperature smart can write a run of digits past its abacus table; such a sample
-    cannot be trained on, so it is not a wrong solution (were it kept, training would stop on it)."""
+    cannot be trained on, so it is not a wrong solution (were it kept, training would stop on
+    it)."""
     tok = CharTokenizer()
     smart = GPT(
         ModelConfig(
