@@ -354,8 +354,7 @@ def table(rows, N, longest):
 
 
 def summary(rows, N):
-    """Per arm, over seeds: the reach at the end (mean ± half the range), rounds, labels' accuracy,
-    seconds."""
+    """Per arm over seeds: the final reach (mean ± half the range), rounds, label accuracy, time."""
     out = []
     for arm in dict.fromkeys(r["arm"] for r in rows):
         last = [
@@ -390,8 +389,7 @@ def summary(rows, N):
 
 
 def plot(rows, N):
-    """reach/N per round and per second of the loop, per arm and seed (label accuracy is in the
-    table)."""
+    """reach/N per round and per second of the loop, per arm and seed (label accuracy: table)."""
     plt = pyplot()
     if plt is None:
         return None

@@ -1,5 +1,4 @@
-"""What several studies share: a stage run as a user would run it, reach, and the editing
-learners."""
+"""What several studies share: a stage run as a user would, reach, and the editing learners."""
 
 import os
 import subprocess
@@ -12,8 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def script(name, args, threads=None):
-    """Run a stage script as a user would (--key=value options); a failure stops with its own last
-    line."""
+    """Run a stage script as a user would (--key=value options); a failure ends with its line."""
     env = dict(
         os.environ,
         **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}),
@@ -39,8 +37,7 @@ def reach(acc, N):
 
 
 def pyplot():
-    """matplotlib.pyplot without a screen, or None where matplotlib is not installed (it is
-    optional)."""
+    """matplotlib.pyplot without a screen, or None where matplotlib (optional) is missing."""
     try:
         import matplotlib
 
@@ -64,8 +61,7 @@ def written(solution, target):
 
 
 def overwrite(answer, edit):
-    """'#...$' of the attempt with its characters replaced, one by one, by the edit's: same
-    length."""
+    """'#...$' of the attempt, its characters replaced one by one by the edit's: same length."""
     old, new = answer[1:].rstrip("$"), edit[1:].rstrip("$") if edit.startswith("#") else ""
     return "#" + new[: len(old)] + old[len(new) :] + "$"
 

@@ -35,7 +35,7 @@ class TasksConfig:
 
 
 def task_run(cfg, task):
-    """The four stages with the task's defaults in OUT_DIR/TASK (reused if done) -> results.json +
+    """The four stages with the task's defaults in OUT_DIR/TASK (reused if done) -> results,
     seconds."""
     out = os.path.join(cfg.out_dir, task)
     seconds_path = os.path.join(out, "seconds.json")

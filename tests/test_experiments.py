@@ -198,8 +198,7 @@ def test_tasks_study_tables_a_finished_run(pipeline, tmp_path):
 
 
 def test_digit_study_names_the_slip_of_each_wrong_digit():
-    """58+67=125; reversed 85+76, carries 0,1,1, answer digits 5,2,1. Past N=1, with the carry row
-    right."""
+    """58+67=125; reversed 85+76, carries 0,1,1, answer digits 5,2,1. Past N=1, carry row right."""
 
     def rec(answer):
         return {

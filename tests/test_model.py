@@ -291,8 +291,7 @@ def test_each_packed_example_gets_its_own_abacus_shift():
 
 
 def test_mixed_precision_only_on_a_cuda_gpu_with_bf16(monkeypatch):
-    """On a CPU nothing changes (the numbers stay those of fp32); on a CUDA GPU with bf16,
-    autocast."""
+    """On a CPU nothing changes (the numbers stay fp32's); on a CUDA GPU with bf16, autocast."""
     import contextlib
     import warnings
 

@@ -1,5 +1,4 @@
-"""Noisy training traces (cot_data's injectors, experiments/noise.py's specs) and the noise
-study."""
+"""Noisy training traces (cot_data's injectors, experiments/noise.py's specs), the study."""
 
 import json
 import random
