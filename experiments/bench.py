@@ -121,7 +121,7 @@ def collate(pairs, device):
 
 
 def train(model, batches, optimizer, logits_of):
-    """The step of common.finetune_loop, with the same loss for both models. -> tokens seen."""
+    """The step of train.py's loop, with the same loss for both models. -> tokens seen."""
     model.train()
     for x, y in batches:
         logits = logits_of(x)

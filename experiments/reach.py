@@ -165,8 +165,7 @@ def vote(problems, completions, agree, min_len):
 
 def tune(model, newest, older, base, tok, cfg, device, seed):
     """Fine-tune `model` in place: each example from the newest round with probability 1/2, from the
-    rounds before it 1/4 (else base), and from base 1/4; base() -> a (prompt, completion) of
-    1..N."""
+    rounds before it 1/4 (else base), and from base 1/4; base(rng) -> a 1..N (prompt, answer)."""
     rng = random.Random(seed)
 
     def draw():
@@ -254,7 +253,7 @@ def run_arm(arm, seed, cfg, device):
     tests = eval_problems(data.task, data.fmt, range(1, cfg.longest + 1), cfg.eval_size)
     truth = ProblemStream(data.task, data.fmt, 1, N, seed=seed)
 
-    def fresh(rng):  # a ground-truth problem of 1..N digits, beside the labels
+    def fresh(_rng):  # a new 1..N problem beside the labels, from its own stream (not tune's rng)
         p = truth.sample()
         return p.prompt, p.completion
 
@@ -426,9 +425,8 @@ def main(argv=None):
     check_writable(*results_paths(cfg.out_dir))
     rows, N = [], cfg.max_digits
     for seed in map(int, cfg.seeds.split(",")):
-        for arm in cfg.arms.split(
-            ","
-        ):  # a finished arm is reused (its rows.json), so a stopped study resumes
+        # a finished arm is reused (its ARM-sSEED.json), so a stopped study resumes
+        for arm in cfg.arms.split(","):
             path = os.path.join(cfg.out_dir, f"{arm}-s{seed}.json")
             if not os.path.exists(path):
                 write_text(path, json.dumps(run_arm(arm, seed, cfg, device)))
