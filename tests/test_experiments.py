@@ -2,8 +2,10 @@
 the digit study, the arms' tables and plots."""
 
 import json
+import shutil
 
 import pytest
+import torch
 from conftest import run
 
 from cot_data import near_miss
@@ -61,77 +63,104 @@ def test_a_label_is_kept_when_enough_models_write_it_and_it_is_long_enough():
     ]
 
 
-def test_the_reach_loop_runs_both_arms_on_tiny_models(tmp_path, monkeypatch):
-    """Three tiny smarts (and their stupids and learners) label one round in each arm; the labels a
-    round keeps are the models' votes, read against the truth only to count the right ones."""
+def tiny_reach(monkeypatch):
+    """experiments.reach with tiny smarts (trained for seconds) and a tiny improve.py recipe."""
     from experiments import reach
 
     train_ = reach.train.train
 
     def tiny(cfg, noise=None):
-        cfg.steps, cfg.dim, cfg.n_layers, cfg.n_heads, cfg.ffn_hidden, cfg.lr = (
-            300,
-            32,
-            2,
-            2,
-            64,
-            3e-3,
-        )
-        cfg.abacus_offset = 2
+        cfg.steps, cfg.dim, cfg.n_layers, cfg.n_heads, cfg.ffn_hidden = 300, 32, 2, 2, 64
+        cfg.lr, cfg.abacus_offset = 3e-3, 2
         return train_(cfg, noise)
 
     monkeypatch.setattr(reach.train, "train", tiny)
     improve_cfg = reach.improve.ImproveConfig
-    monkeypatch.setattr(
-        reach.improve,
-        "ImproveConfig",
-        lambda **kw: improve_cfg(problems=48, steps=6, attempt_temperature=3.0, **kw),
-    )
+
+    def tiny_improve(**kw):
+        return improve_cfg(problems=48, steps=6, attempt_temperature=3.0, **kw)
+
+    monkeypatch.setattr(reach.improve, "ImproveConfig", tiny_improve)
+    return reach
+
+
+TINY_REACH = ["--max_digits=2", "--problems=24", "--steps=2", "--agree=2", "--plot=0"]
+
+
+def test_the_reach_loop_runs_both_arms_on_tiny_models(tmp_path, monkeypatch):
+    """Three tiny smarts (and their stupids and learners) label a round in each arm; the labels a
+    round keeps are the models' votes, read against the truth only to count the right ones."""
+    reach = tiny_reach(monkeypatch)
     labelled, events = [], []
     tune, corrupt_ = reach.tune, reach.corrupt.main
-    monkeypatch.setattr(
-        reach,
-        "tune",
-        lambda model, newest, *a, **kw: (
-            labelled.append(newest),
-            events.append("tune"),
-            tune(model, newest, *a, **kw),
-        ),
-    )
-    monkeypatch.setattr(
-        reach.corrupt, "main", lambda argv: (events.append("corrupt"), corrupt_(argv))
-    )
-    reach.main(
-        [
-            f"--out_dir={tmp_path}",
-            "--max_digits=2",
-            "--rounds=1",
-            "--problems=24",
-            "--steps=2",
-            "--eval_size=4",
-            "--agree=2",
-            "--plot=0",
-        ]
-    )
+
+    def logged_tune(model, newest, *a, **kw):
+        labelled.append(newest)
+        events.append("tune")
+        return tune(model, newest, *a, **kw)
+
+    def logged_corrupt(argv):
+        events.append("corrupt")
+        return corrupt_(argv)
+
+    monkeypatch.setattr(reach, "tune", logged_tune)
+    monkeypatch.setattr(reach.corrupt, "main", logged_corrupt)
+    reach.main([f"--out_dir={tmp_path}", "--rounds=1", "--ahead=1", *TINY_REACH])
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [(r["arm"], r["round"]) for r in rows][:2] == [("self", 0), ("self", 1)]
-    assert {r["arm"] for r in rows} == {"self", "corrector"} and all(
-        0 <= r["right"] <= r["kept"] <= 24 for r in rows
-    )
-    assert (
-        rows[0]["accuracy"]["smart"]
-        == next(r for r in rows if r["arm"] == "corrector")["accuracy"]["smart"]
-    )
-    assert all(
-        p.count("+") == 1 and len(p.split("+")[0]) == 3 for batch in labelled[:3] for p, _ in batch
-    )  # 3 digits
+    assert {r["arm"] for r in rows} == {"self", "corrector"}
+    assert all(0 <= r["right"] <= r["kept"] <= 24 for r in rows)
+    corrector = next(r for r in rows if r["arm"] == "corrector")
+    assert rows[0]["accuracy"]["smart"] == corrector["accuracy"]["smart"]
+    for batch in labelled[:3]:  # 3 digits, the one length past N=2 (--ahead=1)
+        assert all(p.count("+") == 1 and len(p.split("+")[0]) == 3 for p, _ in batch)
+    assert set(rows[1]["agreement"]) == {"3"}
     text = (tmp_path / "results.md").read_text()
     assert "reach/N at the end" in text and "votes = attempt (%)" in text
     assert all(r["same"] is None for r in rows if r["arm"] == "self")
     assert all(0 <= r["same"] <= 1 for r in rows if r["arm"] == "corrector" and r["round"])
-    assert events[:4] == ["tune"] * 3 + [
-        "corrupt"
-    ]  # the self arm makes no stupid (nor learner); the corrector does
+    # the self arm makes no stupid (nor learner); the corrector does
+    assert events[:4] == ["tune"] * 3 + ["corrupt"]
+    # re-checkable: every kept label written out, each smart's final weights readable by sample.py
+    log = (tmp_path / "labels-self-s0.jsonl").read_text().splitlines()
+    assert len(log) == rows[1]["kept"]
+    r = run("sample.py", f"--ckpt={tmp_path}/s0-k0/self/ckpt.pt", "--digits=3", "--num=4")
+    assert r.returncode == 0 and "/4 correct" in r.stdout, r.stderr[-2000:]
+
+
+def test_no_decision_of_the_reach_loop_reads_the_truth_past_N(tmp_path, monkeypatch):
+    """The loop run twice on the same smarts, the second time with every answer past N judged
+    wrong wherever the report reads the truth: the same labels, schedule, stopping round and
+    weights. Only the report's numbers change."""
+    reach = tiny_reach(monkeypatch)
+    args = [*TINY_REACH, "--arms=self", "--rounds=3", "--ahead=3", "--threshold=0.2"]
+    reach.main([f"--out_dir={tmp_path}/a", *args])
+    shutil.copytree(tmp_path / "a" / "s0-k0" / "smart", tmp_path / "b" / "s0-k0" / "smart")
+    for k in (1, 2):
+        shutil.copytree(
+            tmp_path / "a" / f"s0-k{k}" / "smart", tmp_path / "b" / f"s0-k{k}" / "smart"
+        )
+    judge = reach.judge
+
+    def liar(problem, completion):  # past N, every answer is judged wrong
+        verdict = judge(problem, completion)
+        if problem.digits > 2:
+            verdict.update(correct=False, verified=False)
+        return verdict
+
+    monkeypatch.setattr(reach, "judge", liar)
+    reach.main([f"--out_dir={tmp_path}/b", *args])
+    a, b = (json.loads((tmp_path / d / "results.json").read_text())["rows"] for d in "ab")
+    decided = ("round", "frontier", "agreement", "kept")
+    assert [[r[k] for k in decided] for r in a] == [[r[k] for k in decided] for r in b]
+    assert (tmp_path / "a" / "labels-self-s0.jsonl").read_text() == (
+        tmp_path / "b" / "labels-self-s0.jsonl"
+    ).read_text()
+    for k in range(3):
+        wa, wb = (torch.load(tmp_path / d / f"s0-k{k}" / "self" / "ckpt.pt") for d in "ab")
+        assert all(torch.equal(wa["model"][n], wb["model"][n]) for n in wa["model"])
+    assert any(r["kept"] for r in a)  # the loop did label something past N
+    assert all(r["right"] == 0 for r in b)  # and the liar was read by the report
 
 
 def test_sweep_refuses_an_unknown_cell(tmp_path):
