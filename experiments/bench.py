@@ -231,7 +231,10 @@ def bench(cfg):
         )
     # the same function: greedy generations must agree (this is the generation warm-up too)
     n = cfg.new_tokens
-    gen_ours = lambda: generate(ours, prompts, n, pad_id=0)  # noqa: E731 (no stop id: every row writes n)
+
+    def gen_ours():  # no stop id: every row writes n tokens
+        return generate(ours, prompts, n, pad_id=0)
+
     agree = sum(a == b for a, b in zip(gen_ours(), gen_peer(peer, prompts, n)))
     optim = Optim(1800, 2e-3, warmup=100, weight_decay=0.1)  # train.py's AdamW
     opt_ours, opt_peer = optim.optimizer(ours), optim.optimizer(peer)

@@ -247,15 +247,16 @@ def test_digit_study_names_the_slip_of_each_wrong_digit():
     carry = study([rec("621")], 1)  # 8+7 with column 1's carry (1) instead of 0 -> 6
     assert carry["hits"]["carry of a neighbour"] == 1
     assert study([rec("5210")], 1)["wrong length"] == 1 and study([rec("521")], 1)["digits"] == 0
-    wrong_row = study(
-        [{**rec("221"), "completion": "001;#221$"}], 1
-    )  # a wrong carry row: another kind of mistake
+    # a wrong carry row: another kind of mistake
+    wrong_row = study([{**rec("221"), "completion": "001;#221$"}], 1)
     assert wrong_row["digits"] == 0
     assert 0 < study([rec("921")], 1)["chance"]["operand of a neighbour"] < 1
 
 
 def test_digit_study_says_what_the_learner_did_with_smart_answers():
-    rec = lambda answer, ok: {"digits": 2, "answer": answer, "correct": ok}  # noqa: E731
+    def rec(answer, ok):
+        return {"digits": 2, "answer": answer, "correct": ok}
+
     smart = [
         rec("125", True),
         rec("125", True),
