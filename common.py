@@ -257,10 +257,10 @@ def finetune_loop(model, get_batch, optim, every=0, on_eval=None, desc="fine-tun
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         optimizer.step()
-        last = step == optim.steps - 1
-        if on_eval and (last or (every and (step + 1) % every == 0)) and on_eval(step + 1):
-            break
-        model.train()
+        if on_eval and (step + 1 == optim.steps or (every and (step + 1) % every == 0)):
+            if on_eval(step + 1):
+                break
+            model.train()  # on_eval may have left the model in eval mode
 
 
 def finetune(model, examples, optim, tok, device, desc, seed):
