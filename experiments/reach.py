@@ -13,8 +13,8 @@ The schedule is the models' own. A round labels the length past the frontier F (
 the next one, up to --ahead lengths, while the share of problems on which the votes agree stays at
 --threshold or above; the frontier moves to the last length that cleared it. --ahead=1 is the
 one-length schedule; more accelerates it. An arm stops after --patience rounds in a row in which
-the frontier did not move, or after --rounds. Two arms, with the same smarts, problems, steps and
-filters:
+the frontier did not move, when it reaches --longest, or after --rounds. Two arms, with the same
+smarts, problems, steps and filters:
 
     self        a smart's vote is its own greedy completion
     corrector   a smart's vote is its learner's correction of that completion (each smart has its
@@ -224,23 +224,29 @@ def completions(model, tok, problems):
 
 def accuracy(smart, learner, tok, data, lengths, cfg):
     """Accuracy per length of smart (or of its learner handed smart's output): SCREEN problems a
-    length, then eval_size where fewer than 49 of the SCREEN were right."""
+    length, then eval_size where fewer than 49 of the SCREEN were right. Every length is generated
+    in one call (batches of mixed lengths keep the CPU busy)."""
 
     def right(problems):
+        if not problems:
+            return []
         out = completions(smart, tok, problems)
         if learner is not None:
             out = [x["completion"] for x in correct(learner, tok, problems, out)]
         return [judge(p, c)["correct"] for p, c in zip(problems, out)]
 
-    acc = {}
-    for n in lengths:
-        problems = eval_set(data.task, n, data.fmt, SCREEN)
-        ok = right(problems)
-        more = eval_set(data.task, n, data.fmt, cfg.eval_size)[len(problems) :]
-        if more and sum(ok) < 0.98 * len(ok):  # a length that could decide reach: look closely
-            ok += right(more)
-        acc[str(n)] = sum(ok) / len(ok)
-    return acc
+    screen = {n: eval_set(data.task, n, data.fmt, SCREEN) for n in lengths}
+    ok = dict(zip(screen, split(right(sum(screen.values(), [])), SCREEN)))
+    close = [n for n in lengths if sum(ok[n]) < 0.98 * SCREEN]  # could decide reach: look closely
+    more = {n: eval_set(data.task, n, data.fmt, cfg.eval_size)[SCREEN:] for n in close}
+    for n, extra in zip(close, split(right(sum(more.values(), [])), cfg.eval_size - SCREEN)):
+        ok[n] += extra
+    return {str(n): sum(ok[n]) / len(ok[n]) for n in lengths}
+
+
+def split(items, size):
+    """items in consecutive chunks of `size`."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def measure(smarts, learners, tok, data, frontier, cfg):
@@ -289,7 +295,7 @@ def label_round(smarts, learners, tok, data, frontier, cfg, seed):
     agreement per length, kept [(problem, label, [each smart's attempt])], the learners' share of
     votes that are the attempt)"""
     agreement, kept, same = {}, [], []
-    for L in range(frontier + 1, frontier + cfg.ahead + 1):
+    for L in range(frontier + 1, min(frontier + cfg.ahead, cfg.longest) + 1):
         problems, attempts, chosen, share = label_length(smarts, learners, tok, data, L, cfg, seed)
         agreement[L] = len(chosen) / len(problems)
         kept += [(problems[i], label, [a[i] for a in attempts]) for i, label in chosen]
@@ -360,7 +366,7 @@ def run_arm(arm, seed, cfg, device):
             f"right); reach/N {' '.join(f'{x:.2f}' for x in reaches)}; loop {round(loop)}s",
             flush=True,
         )
-        if r and still >= cfg.patience:
+        if r and still >= cfg.patience or frontier >= cfg.longest:  # nothing left it may label
             break
     text = "".join(json.dumps(x) + "\n" for x in log)  # every kept label, to re-check
     write_text(os.path.join(cfg.out_dir, f"labels-{arm}-s{seed}.jsonl"), text)

@@ -163,6 +163,19 @@ def test_no_decision_of_the_reach_loop_reads_the_truth_past_N(tmp_path, monkeypa
     assert all(r["right"] == 0 for r in b)  # and the liar was read by the report
 
 
+def test_the_reach_loop_labels_and_measures_nothing_past_longest_and_stops_there(
+    tmp_path, monkeypatch
+):
+    reach = tiny_reach(monkeypatch)
+    args = [*TINY_REACH, "--arms=self", "--rounds=6", "--ahead=3", "--threshold=0.01"]
+    reach.main([f"--out_dir={tmp_path}", *args, "--longest=3"])
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert all(set(r["agreement"]) <= {"3"} for r in rows)  # --ahead=3 would reach 5
+    assert all(max(map(int, a)) == 3 for r in rows for a in r["accuracy"]["smart"])
+    moved = [r["round"] for r in rows if r["frontier"] == 3]
+    assert moved and rows[-1]["round"] == moved[0]  # the first round to reach --longest is the last
+
+
 def test_sweep_refuses_an_unknown_cell(tmp_path):
     r = run("-m", "experiments.sweep", "--only=reverse-nope", f"--out_dir={tmp_path}")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "no such cell" in r.stderr
