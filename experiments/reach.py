@@ -102,7 +102,7 @@ class ReachConfig:
     ahead: int = opt(4, "lengths past the frontier a round may label (1: one at a time)", lo=1)
     threshold: float = opt(0.5, "agreement that lets a length through and moves the frontier", gt=0)
     patience: int = opt(2, "stop after this many rounds in a row without the frontier moving", lo=1)
-    problems: int = opt(1024, "fresh problems labelled per length", lo=1)
+    problems: int = opt(512, "fresh problems labelled per length", lo=1)
     steps: int = opt(300, "fine-tuning steps per round, of each smart (and each learner)", lo=1)
     lr: float = opt(1e-3, "peak learning rate of those steps", gt=0)
     eval_size: int = opt(200, "test problems at a length that decides reach (reported only)", lo=50)
