@@ -13,8 +13,8 @@ The schedule is the models' own. A round labels the length past the frontier F (
 the next one, up to --ahead lengths, while the share of problems on which the votes agree stays at
 --threshold or above; the frontier moves to the last length that cleared it. --ahead=1 is the
 one-length schedule; more accelerates it. An arm stops after --patience rounds in a row in which
-the frontier did not move, when it reaches --longest, or after --rounds. Two arms, with the same
-smarts, problems, steps and filters:
+the frontier did not move, when it reaches --longest, or after --rounds. Three arms, with the
+same smarts, problems, steps and filters:
 
     self        a smart's vote is its own greedy completion
     corrector   a smart's vote is its learner's correction of that completion (each smart has its
@@ -22,6 +22,10 @@ smarts, problems, steps and filters:
                 independent); each learner is then fine-tuned on its round's pairs (its smart's
                 attempt -> the kept label; KEEP where they are the same), mixed with its own 1..N
                 examples in the same way
+    step        as corrector, but each learner is taught the step the round took: after the smarts
+                are tuned, they label again the round's problems they did not agree on (and as many
+                they did); where they now agree, its smart's attempt from before the round -> the
+                label agreed after it (KEEP where they are the same)
 
 No answer past N trains, chooses, schedules, filters or stops anything: the truth is read in one
 function, judge(), by the report (tests/test_experiments.py replaces it with a liar and gets the
@@ -34,7 +38,7 @@ Kept labels go to OUT_DIR/labels-ARM-sSEED.jsonl and each smart's final weights 
 OUT_DIR/sSEED-kK/ARM/ckpt.pt, which sample.py reads.
 
     python -m experiments.reach                  # N=8, K=3, seed 0: out/reach/results.*
-    python -m experiments.reach --seeds=0,1,2 --arms=self,corrector
+    python -m experiments.reach --seeds=0,1,2 --arms=self,corrector,step
 """
 
 import json
@@ -81,7 +85,7 @@ from evaluate import correct, markdown_table, write_results
 from experiments.study import pyplot, reach, results_paths
 from model import ModelConfig, pack
 
-ARMS = ("self", "corrector")
+ARMS = ("self", "corrector", "step")
 
 
 @dataclass
@@ -97,7 +101,7 @@ class ReachConfig:
     seeds: str = opt(
         "0", "study seeds, comma-separated: seed s trains smarts with seeds K*s+1 .. K*s+K"
     )
-    arms: str = opt(",".join(ARMS), "the arms to run, comma-separated: self, corrector")
+    arms: str = opt("self", f"the arms to run, comma-separated: {', '.join(ARMS)}")
     rounds: int = opt(30, "rounds at most", lo=1)
     ahead: int = opt(4, "lengths past the frontier a round may label (1: one at a time)", lo=1)
     threshold: float = opt(0.5, "agreement that lets a length through and moves the frontier", gt=0)
@@ -281,29 +285,56 @@ def label_length(smarts, learners, tok, data, L, cfg, seed):
     if votes:
         agreeing = sum(v == a for vs, at in zip(votes, attempts) for v, a in zip(vs, at))
         same = agreeing / (len(problems) * len(votes))
-    shape = random.Random(L)  # the length filter: as long as the format writes an L-digit problem
-    min_len = min(
+    return problems, attempts, vote(problems, votes or attempts, cfg.agree, shortest(data, L)), same
+
+
+def shortest(data, L):
+    """The length filter: a label is at least as long as the format writes an L-digit problem."""
+    shape = random.Random(L)
+    return min(
         len(make_problem(data.task, random_operands(data.task, L, shape), data.fmt, L).completion)
         for _ in range(20)
     )
-    return problems, attempts, vote(problems, votes or attempts, cfg.agree, min_len), same
 
 
 def label_round(smarts, learners, tok, data, frontier, cfg, seed):
     """A round's labels: the lengths past the frontier, one after the other, while the votes agree
     on at least cfg.threshold of the problems (up to cfg.ahead lengths). -> (the new frontier, the
-    agreement per length, kept [(problem, label, [each smart's attempt])], the learners' share of
-    votes that are the attempt)"""
-    agreement, kept, same = {}, [], []
+    agreement per length, tried [(problem, its label or None, [each smart's attempt])] for every
+    problem labelled, the learners' share of votes that are the attempt)"""
+    agreement, tried, same = {}, [], []
     for L in range(frontier + 1, min(frontier + cfg.ahead, cfg.longest) + 1):
         problems, attempts, chosen, share = label_length(smarts, learners, tok, data, L, cfg, seed)
         agreement[L] = len(chosen) / len(problems)
-        kept += [(problems[i], label, [a[i] for a in attempts]) for i, label in chosen]
+        label = dict(chosen)
+        tried += [(p, label.get(i), [a[i] for a in attempts]) for i, p in enumerate(problems)]
         same += [] if share is None else [share]
         if agreement[L] < cfg.threshold:
             break
         frontier = L
-    return frontier, agreement, kept, statistics.mean(same) if same else None
+    return frontier, agreement, tried, statistics.mean(same) if same else None
+
+
+def round_step(smarts, tok, data, tried, cfg, rng):
+    """The step a round took (the step arm): the round's problems the smarts did not agree on
+    before it, and as many they did, labelled again by the tuned smarts. Where they now agree,
+    smart k's pair is its attempt from before the round -> the label agreed after it.
+    -> [(problem, label after, [each smart's attempt before])]"""
+    open_ = [t for t in tried if t[1] is None]
+    agreed = [t for t in tried if t[1] is not None]
+    again = open_ + rng.sample(agreed, min(len(agreed), len(open_)))
+    after = [completions(smart, tok, [p for p, _, _ in again]) for smart in smarts]
+    steps = []
+    for L in sorted({p.digits for p, _, _ in again}):
+        mine = [i for i, (p, _, _) in enumerate(again) if p.digits == L]
+        chosen = vote(mine, [[c[i] for i in mine] for c in after], cfg.agree, shortest(data, L))
+        steps += [(again[mine[j]][0], label, again[mine[j]][2]) for j, label in chosen]
+    return steps
+
+
+def count_right(labelled):
+    """Labels right at every step: read by the report only."""
+    return sum(judge(p, label)["verified"] for p, label, _ in labelled)
 
 
 def base_draw(examples):
@@ -315,9 +346,7 @@ def run_arm(arm, seed, cfg, device):
     """Rounds of labelling and fine-tuning from the seed's K smarts (and learners), until the
     frontier stops moving. -> a row per round (round 0: before any); the kept labels and the final
     smarts are written to OUT_DIR."""
-    made = [
-        prepare(cfg, seed, k, device, with_learner=arm == "corrector") for k in range(cfg.smarts)
-    ]
+    made = [prepare(cfg, seed, k, device, with_learner=arm != "self") for k in range(cfg.smarts)]
     smarts, data = [m[0] for m in made], made[0][3]
     learners = [m[1] for m in made if m[1] is not None]
     tok, N, loop = tokenizer_from(data), data.max_digits, 0.0
@@ -330,12 +359,13 @@ def run_arm(arm, seed, cfg, device):
     labels, pairs, rows, log = [], [[] for _ in smarts], [], []
     frontier, still = N, 0
     for r in range(cfg.rounds + 1):
-        t0, kept, agreement, same = time.time(), [], {}, None
+        t0, kept, agreement, same, steps = time.time(), [], {}, None, []
         if r:
             old = frontier
-            frontier, agreement, kept, same = label_round(
+            frontier, agreement, tried, same = label_round(
                 smarts, learners, tok, data, frontier, cfg, seed
             )
+            kept = [t for t in tried if t[1] is not None]
             still = 0 if frontier > old else still + 1
             new = [(p.prompt, label) for p, label, _ in kept]
             log += [
@@ -343,23 +373,30 @@ def run_arm(arm, seed, cfg, device):
             ]
             for k in range(len(smarts) if new else 0):
                 tune(smarts[k], new, labels, fresh, tok, cfg, device, 100 * seed + 10 * r + k)
-                if learners:  # its own smart's attempt -> the label, beside its 1..N examples
-                    longest = learners[k].cfg.max_digit_index - 1
-                    mine = [
-                        (correction_prompt(p.prompt, at[k], longest), KEEP if at[k] == lab else lab)
-                        for p, lab, at in kept
-                    ]
-                    seed_k, base = 100 * seed + 10 * r + k, made[k][2]
-                    tune(learners[k], mine, pairs[k], base_draw(base), tok, cfg, device, seed_k)
-                    pairs[k] += mine
+            if arm == "step" and new:  # what the tuned smarts now agree on, from before the round
+                steps = round_step(smarts, tok, data, tried, cfg, random.Random(100 * seed + r))
+            taught = steps if arm == "step" else kept
+            for k in range(len(learners) if taught else 0):
+                # its own smart's attempt -> the label, beside its 1..N examples
+                longest = learners[k].cfg.max_digit_index - 1
+                mine = [
+                    (correction_prompt(p.prompt, at[k], longest), KEEP if at[k] == lab else lab)
+                    for p, lab, at in taught
+                ]
+                seed_k, base = 100 * seed + 10 * r + k, made[k][2]
+                tune(learners[k], mine, pairs[k], base_draw(base), tok, cfg, device, seed_k)
+                pairs[k] += mine
             labels += new
         loop += time.time() - t0  # the loop's own time; the report below is not part of it
         # the report: the only reader of the truth
-        right = sum(judge(p, label)["verified"] for p, label, _ in kept)
+        right = count_right(kept)
         acc = measure(smarts, learners, tok, data, frontier, cfg)
         reaches = [reach(a, N) for a in acc["smart"]]
         row = dict(arm=arm, seed=seed, round=r, frontier=frontier, agreement=agreement)
         row.update(kept=len(kept), right=right, same=same, seconds=round(loop))
+        if arm == "step":  # pairs the learners took from the round, and how many are corrections
+            fixes = sum(a != label for _, label, at in steps for a in at)
+            row.update(steps=len(steps), corrections=fixes, steps_right=count_right(steps))
         rows.append(dict(row, reach=reaches, accuracy=acc))
         print(
             f"{arm} seed {seed} round {r}: frontier {frontier}, kept {len(kept)} labels ({right} "
@@ -380,7 +417,8 @@ def run_arm(arm, seed, cfg, device):
 def table(rows, N):
     """A row per arm, seed and round: the schedule, the labels, and each smart's reach."""
     header = ["arm", "seed", "round", "frontier", "agreement per length (%)", "labels kept (right)"]
-    header += ["votes = attempt (%)", "reach/N (each smart)", "learner∘smart reach/N", "loop s"]
+    header += ["votes = attempt (%)", "step pairs: corrections (labels right)"]
+    header += ["reach/N (each smart)", "learner∘smart reach/N", "loop s"]
     out = []
     for r in rows:
         agree = " ".join(f"{n}:{100 * a:.0f}" for n, a in r["agreement"].items())
@@ -389,7 +427,8 @@ def table(rows, N):
         learned = r["accuracy"].get("learner_on_smart", [])
         corrected = " ".join(f"{reach(a, N):.2f}" for a in learned)
         out.append([r["arm"], r["seed"], r["round"], r["frontier"], agree])
-        out[-1] += [f"{r['kept']} ({r['right']})", same, each, corrected, r["seconds"]]
+        step = f"{r['steps']}: {r['corrections']} ({r['steps_right']})" if "steps" in r else ""
+        out[-1] += [f"{r['kept']} ({r['right']})", same, step, each, corrected, r["seconds"]]
     return markdown_table(header, out)
 
 
@@ -427,7 +466,7 @@ def plot(rows, N):
     if plt is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for arm, color in zip(ARMS, ("C0", "C1")):
+    for arm, color in zip(ARMS, ("C0", "C1", "C2")):
         for seed in dict.fromkeys(r["seed"] for r in rows if r["arm"] == arm):
             mine = [r for r in rows if r["arm"] == arm and r["seed"] == seed]
             reaches = [statistics.mean(r["reach"]) for r in mine]

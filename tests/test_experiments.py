@@ -1,14 +1,17 @@
 """The studies: the format x position sweep, the reach of self-labelling vs the learner, the tasks,
 the digit study, the arms' tables and plots."""
 
+import itertools
 import json
+import random
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import run
 
-from cot_data import near_miss
+from cot_data import eval_set, near_miss
 from experiments.digits import handed, study
 from experiments.study import reach
 from experiments.sweep import SweepConfig, smart_run
@@ -87,7 +90,7 @@ def tiny_reach(monkeypatch):
 TINY_REACH = ["--max_digits=2", "--problems=24", "--steps=2", "--agree=2", "--plot=0"]
 
 
-def test_the_reach_loop_runs_both_arms_on_tiny_models(tmp_path, monkeypatch):
+def test_the_reach_loop_runs_every_arm_on_tiny_models(tmp_path, monkeypatch):
     """Three tiny smarts (and their stupids and learners) label a round in each arm; the labels a
     round keeps are the models' votes, read against the truth only to count the right ones."""
     reach = tiny_reach(monkeypatch)
@@ -105,10 +108,13 @@ def test_the_reach_loop_runs_both_arms_on_tiny_models(tmp_path, monkeypatch):
 
     monkeypatch.setattr(reach, "tune", logged_tune)
     monkeypatch.setattr(reach.corrupt, "main", logged_corrupt)
-    reach.main([f"--out_dir={tmp_path}", "--rounds=1", "--ahead=1", *TINY_REACH])
+    arms = "--arms=self,corrector,step"
+    reach.main([f"--out_dir={tmp_path}", "--rounds=1", "--ahead=1", arms, *TINY_REACH])
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [(r["arm"], r["round"]) for r in rows][:2] == [("self", 0), ("self", 1)]
-    assert {r["arm"] for r in rows} == {"self", "corrector"}
+    assert {r["arm"] for r in rows} == {"self", "corrector", "step"}
+    step = [r for r in rows if r["arm"] == "step"][-1]
+    assert 0 <= step["corrections"] <= 3 * step["steps"] and step["steps_right"] <= step["steps"]
     assert all(0 <= r["right"] <= r["kept"] <= 24 for r in rows)
     corrector = next(r for r in rows if r["arm"] == "corrector")
     assert rows[0]["accuracy"]["smart"] == corrector["accuracy"]["smart"]
@@ -128,18 +134,41 @@ def test_the_reach_loop_runs_both_arms_on_tiny_models(tmp_path, monkeypatch):
     assert r.returncode == 0 and "/4 correct" in r.stdout, r.stderr[-2000:]
 
 
+def test_a_round_step_pairs_each_attempt_before_with_the_label_agreed_after(monkeypatch):
+    """The step arm's pairs: the problems the smarts did not agree on before a round (and as many
+    they did), where the tuned smarts now agree; each pair keeps every smart's attempt before."""
+    from experiments import reach
+
+    ps = eval_set("add", 3, "reverse", 4)
+    right = [p.completion for p in ps]
+    tried = [
+        (ps[0], None, ["1$", "2$", "3$"]),  # no label before the round
+        (ps[1], None, ["4$", right[1], right[1]]),
+        (ps[2], right[2], [right[2]] * 3),  # labelled before
+        (ps[3], right[3], [right[3]] * 3),
+    ]
+    after = [{p.prompt: p.completion for p in ps} for _ in range(3)]  # the tuned smarts
+    after[0][ps[1].prompt] = "5$"  # still one dissent on problem 1: no pair from it
+    monkeypatch.setattr(
+        reach, "completions", lambda m, tok, problems: [m[p.prompt] for p in problems]
+    )
+    data, cfg = SimpleNamespace(task="add", fmt="reverse"), SimpleNamespace(agree=3)
+    steps = reach.round_step(after, None, data, tried, cfg, random.Random(0))
+    assert sorted(steps, key=lambda s: s[0].prompt) == sorted(
+        [(ps[0], right[0], ["1$", "2$", "3$"]), tried[2], tried[3]],
+        key=lambda s: s[0].prompt,
+    )
+
+
 def test_no_decision_of_the_reach_loop_reads_the_truth_past_N(tmp_path, monkeypatch):
     """The loop run twice on the same smarts, the second time with every answer past N judged
     wrong wherever the report reads the truth: the same labels, schedule, stopping round and
     weights. Only the report's numbers change."""
     reach = tiny_reach(monkeypatch)
-    args = [*TINY_REACH, "--arms=self", "--rounds=3", "--ahead=3", "--threshold=0.2"]
+    args = [*TINY_REACH, "--arms=self,step", "--rounds=3", "--ahead=3", "--threshold=0.2"]
     reach.main([f"--out_dir={tmp_path}/a", *args])
-    shutil.copytree(tmp_path / "a" / "s0-k0" / "smart", tmp_path / "b" / "s0-k0" / "smart")
-    for k in (1, 2):
-        shutil.copytree(
-            tmp_path / "a" / f"s0-k{k}" / "smart", tmp_path / "b" / f"s0-k{k}" / "smart"
-        )
+    for k, made in itertools.product(range(3), ("smart", "stupid", "learner")):
+        shutil.copytree(tmp_path / "a" / f"s0-k{k}" / made, tmp_path / "b" / f"s0-k{k}" / made)
     judge = reach.judge
 
     def liar(problem, completion):  # past N, every answer is judged wrong
@@ -151,13 +180,12 @@ def test_no_decision_of_the_reach_loop_reads_the_truth_past_N(tmp_path, monkeypa
     monkeypatch.setattr(reach, "judge", liar)
     reach.main([f"--out_dir={tmp_path}/b", *args])
     a, b = (json.loads((tmp_path / d / "results.json").read_text())["rows"] for d in "ab")
-    decided = ("round", "frontier", "agreement", "kept")
-    assert [[r[k] for k in decided] for r in a] == [[r[k] for k in decided] for r in b]
-    assert (tmp_path / "a" / "labels-self-s0.jsonl").read_text() == (
-        tmp_path / "b" / "labels-self-s0.jsonl"
-    ).read_text()
-    for k in range(3):
-        wa, wb = (torch.load(tmp_path / d / f"s0-k{k}" / "self" / "ckpt.pt") for d in "ab")
+    decided = ("arm", "round", "frontier", "agreement", "kept", "steps", "corrections")
+    assert [[r.get(k) for k in decided] for r in a] == [[r.get(k) for k in decided] for r in b]
+    for arm, k in itertools.product(("self", "step"), range(3)):
+        labels = (tmp_path / d / f"labels-{arm}-s0.jsonl" for d in "ab")
+        assert len({f.read_text() for f in labels}) == 1
+        wa, wb = (torch.load(tmp_path / d / f"s0-k{k}" / arm / "ckpt.pt") for d in "ab")
         assert all(torch.equal(wa["model"][n], wb["model"][n]) for n in wa["model"])
     assert any(r["kept"] for r in a)  # the loop did label something past N
     assert all(r["right"] == 0 for r in b)  # and the liar was read by the report
