@@ -34,8 +34,9 @@ every length 1..L, divided by N; an arm's reach is the mean over its K smarts. E
 every length up to 4 past the best reach and the frontier (more while a smart clears the last),
 up to --longest, the longest the models are built to hold: 50 problems a length, and --eval_size
 where fewer than 49 of the 50 are right. A kept label is counted right only when every step is.
-Kept labels go to OUT_DIR/labels-ARM-sSEED.jsonl and each smart's final weights to
-OUT_DIR/sSEED-kK/ARM/ckpt.pt, which sample.py reads.
+Each round's row goes to OUT_DIR/ARM-sSEED-rounds.json as it is made, and at the end of an arm
+its rows to ARM-sSEED.json, its kept labels to labels-ARM-sSEED.jsonl and each smart's final
+weights to sSEED-kK/ARM/ckpt.pt, which sample.py reads.
 
     python -m experiments.reach                  # N=8, K=3, seed 0: out/reach/results.*
     python -m experiments.reach --seeds=0,1,2 --arms=self,corrector,step
@@ -403,6 +404,8 @@ def run_arm(arm, seed, cfg, device):
             f"right); reach/N {' '.join(f'{x:.2f}' for x in reaches)}; loop {round(loop)}s",
             flush=True,
         )
+        so_far = os.path.join(cfg.out_dir, f"{arm}-s{seed}-rounds.json")  # a stopped run keeps them
+        write_text(so_far, json.dumps(rows))
         if r and still >= cfg.patience or frontier >= cfg.longest:  # nothing left it may label
             break
     text = "".join(json.dumps(x) + "\n" for x in log)  # every kept label, to re-check

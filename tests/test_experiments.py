@@ -113,6 +113,8 @@ def test_the_reach_loop_runs_every_arm_on_tiny_models(tmp_path, monkeypatch):
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [(r["arm"], r["round"]) for r in rows][:2] == [("self", 0), ("self", 1)]
     assert {r["arm"] for r in rows} == {"self", "corrector", "step"}
+    so_far = json.loads((tmp_path / "step-s0-rounds.json").read_text())  # written every round
+    assert so_far == [r for r in rows if r["arm"] == "step"]
     step = [r for r in rows if r["arm"] == "step"][-1]
     assert 0 <= step["corrections"] <= 3 * step["steps"] and step["steps_right"] <= step["steps"]
     assert all(0 <= r["right"] <= r["kept"] <= 24 for r in rows)
