@@ -42,6 +42,7 @@ weights to sSEED-kK/ARM/ckpt.pt, which sample.py reads.
     python -m experiments.reach --seeds=0,1,2 --arms=self,corrector,step
 """
 
+import itertools
 import json
 import os
 import random
@@ -470,14 +471,18 @@ def plot(rows, N):
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for arm, color in zip(ARMS, ("C0", "C1", "C2")):
-        for seed in dict.fromkeys(r["seed"] for r in rows if r["arm"] == arm):
+        seeds = dict.fromkeys(r["seed"] for r in rows if r["arm"] == arm)
+        for seed, (marker, line) in zip(
+            seeds, itertools.cycle(zip("os^D", ("-", "--", ":", "-.")))
+        ):
             mine = [r for r in rows if r["arm"] == arm and r["seed"] == seed]
             reaches = [statistics.mean(r["reach"]) for r in mine]
             for ax, x in zip(axes, ("round", "seconds")):
                 ax.plot(
                     [r[x] for r in mine],
                     reaches,
-                    marker="o",
+                    marker=marker,
+                    linestyle=line,
                     color=color,
                     label=f"{arm}, seed {seed}",
                     alpha=0.8,
@@ -488,7 +493,7 @@ def plot(rows, N):
         ylabel="reach / N",
     )
     for ax in axes:
-        ax.axhline(2, color="gray", lw=0.8)
+        ax.axhline(4, color="gray", lw=0.8)  # 4 x N
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
