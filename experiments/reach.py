@@ -228,18 +228,23 @@ def completions(model, tok, problems):
     return complete(model, tok, [p.prompt for p in problems], max_new_for(problems))
 
 
-def accuracy(smart, learner, tok, data, lengths, cfg):
+def accuracy(smart, learner, tok, data, lengths, cfg, effect=None):
     """Accuracy per length of smart (or of its learner handed smart's output): SCREEN problems a
     length, then eval_size where fewer than 49 of the SCREEN were right. Every length is generated
-    in one call (batches of mixed lengths keep the CPU busy)."""
+    in one call (batches of mixed lengths keep the CPU busy). With a learner, `effect` collects
+    (digits, smart right, learner right) per problem."""
 
     def right(problems):
         if not problems:
             return []
         out = completions(smart, tok, problems)
         if learner is not None:
+            before = [judge(p, c)["correct"] for p, c in zip(problems, out)]
             out = [x["completion"] for x in correct(learner, tok, problems, out)]
-        return [judge(p, c)["correct"] for p, c in zip(problems, out)]
+        ok = [judge(p, c)["correct"] for p, c in zip(problems, out)]
+        if learner is not None and effect is not None:
+            effect.extend((p.digits, b, a) for p, b, a in zip(problems, before, ok))
+        return ok
 
     screen = {n: eval_set(data.task, n, data.fmt, SCREEN) for n in lengths}
     ok = dict(zip(screen, split(right(sum(screen.values(), [])), SCREEN)))
@@ -266,9 +271,17 @@ def measure(smarts, learners, tok, data, frontier, cfg):
         done = W
         best = max(round(reach(a, N) * N) for a in acc["smart"])
         W = min(cfg.longest, max(W, best + 4))
+    effect = []  # what the learners do with smart's output past N: fixes, breaks
     for smart, learner in zip(smarts, learners):
         lengths = range(1, W + 1)
-        acc["learner_on_smart"].append(accuracy(smart, learner, tok, data, lengths, cfg))
+        acc["learner_on_smart"].append(accuracy(smart, learner, tok, data, lengths, cfg, effect))
+    if learners:
+        past = [(b, a) for n, b, a in effect if n > N]
+        acc["past_N"] = dict(
+            problems=len(past),
+            fixes=sum(a and not b for b, a in past),
+            breaks=sum(b and not a for b, a in past),
+        )
     return {name: a for name, a in acc.items() if a}
 
 
@@ -361,7 +374,7 @@ def run_arm(arm, seed, cfg, device):
     labels, pairs, rows, log = [], [[] for _ in smarts], [], []
     frontier, still = N, 0
     for r in range(cfg.rounds + 1):
-        t0, kept, agreement, same, steps = time.time(), [], {}, None, []
+        t0, kept, agreement, same, taught = time.time(), [], {}, None, []
         if r:
             old = frontier
             frontier, agreement, tried, same = label_round(
@@ -375,9 +388,9 @@ def run_arm(arm, seed, cfg, device):
             ]
             for k in range(len(smarts) if new else 0):
                 tune(smarts[k], new, labels, fresh, tok, cfg, device, 100 * seed + 10 * r + k)
+            taught = kept
             if arm == "step" and new:  # what the tuned smarts now agree on, from before the round
-                steps = round_step(smarts, tok, data, tried, cfg, random.Random(100 * seed + r))
-            taught = steps if arm == "step" else kept
+                taught = round_step(smarts, tok, data, tried, cfg, random.Random(100 * seed + r))
             for k in range(len(learners) if taught else 0):
                 # its own smart's attempt -> the label, beside its 1..N examples
                 longest = learners[k].cfg.max_digit_index - 1
@@ -396,9 +409,9 @@ def run_arm(arm, seed, cfg, device):
         reaches = [reach(a, N) for a in acc["smart"]]
         row = dict(arm=arm, seed=seed, round=r, frontier=frontier, agreement=agreement)
         row.update(kept=len(kept), right=right, same=same, seconds=round(loop))
-        if arm == "step":  # pairs the learners took from the round, and how many are corrections
-            fixes = sum(a != label for _, label, at in steps for a in at)
-            row.update(steps=len(steps), corrections=fixes, steps_right=count_right(steps))
+        if learners:  # pairs the learners took from the round, and how many are real corrections
+            fixes = sum(a != label for _, label, at in taught for a in at)
+            row.update(pairs=len(taught), corrections=fixes, pairs_right=count_right(taught))
         rows.append(dict(row, reach=reaches, accuracy=acc))
         print(
             f"{arm} seed {seed} round {r}: frontier {frontier}, kept {len(kept)} labels ({right} "
@@ -421,8 +434,8 @@ def run_arm(arm, seed, cfg, device):
 def table(rows, N):
     """A row per arm, seed and round: the schedule, the labels, and each smart's reach."""
     header = ["arm", "seed", "round", "frontier", "agreement per length (%)", "labels kept (right)"]
-    header += ["votes = attempt (%)", "step pairs: corrections (labels right)"]
-    header += ["reach/N (each smart)", "learner∘smart reach/N", "loop s"]
+    header += ["votes = attempt (%)", "learner pairs: corrections (labels right)"]
+    header += ["reach/N (each smart)", "learner∘smart reach/N", "past N: fixes/breaks", "loop s"]
     out = []
     for r in rows:
         agree = " ".join(f"{n}:{100 * a:.0f}" for n, a in r["agreement"].items())
@@ -431,8 +444,11 @@ def table(rows, N):
         learned = r["accuracy"].get("learner_on_smart", [])
         corrected = " ".join(f"{reach(a, N):.2f}" for a in learned)
         out.append([r["arm"], r["seed"], r["round"], r["frontier"], agree])
-        step = f"{r['steps']}: {r['corrections']} ({r['steps_right']})" if "steps" in r else ""
-        out[-1] += [f"{r['kept']} ({r['right']})", same, step, each, corrected, r["seconds"]]
+        pairs = f"{r['pairs']}: {r['corrections']} ({r['pairs_right']})" if "pairs" in r else ""
+        past = r["accuracy"].get("past_N")
+        effect = f"{past['fixes']}/{past['breaks']} of {past['problems']}" if past else ""
+        out[-1] += [f"{r['kept']} ({r['right']})", same, pairs, each, corrected, effect]
+        out[-1] += [r["seconds"]]
     return markdown_table(header, out)
 
 

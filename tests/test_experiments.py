@@ -115,8 +115,14 @@ def test_the_reach_loop_runs_every_arm_on_tiny_models(tmp_path, monkeypatch):
     assert {r["arm"] for r in rows} == {"self", "corrector", "step"}
     so_far = json.loads((tmp_path / "step-s0-rounds.json").read_text())  # written every round
     assert so_far == [r for r in rows if r["arm"] == "step"]
-    step = [r for r in rows if r["arm"] == "step"][-1]
-    assert 0 <= step["corrections"] <= 3 * step["steps"] and step["steps_right"] <= step["steps"]
+    for arm in ("corrector", "step"):  # the learners' pairs and their real corrections, counted
+        last = [r for r in rows if r["arm"] == arm][-1]
+        assert (
+            0 <= last["corrections"] <= 3 * last["pairs"] and last["pairs_right"] <= last["pairs"]
+        )
+        past = last["accuracy"]["past_N"]  # what the learners did past N: report only
+        assert past["fixes"] + past["breaks"] <= past["problems"] > 0
+    assert "past_N" not in rows[0]["accuracy"]  # the self arm has no learner
     assert all(0 <= r["right"] <= r["kept"] <= 24 for r in rows)
     corrector = next(r for r in rows if r["arm"] == "corrector")
     assert rows[0]["accuracy"]["smart"] == corrector["accuracy"]["smart"]
@@ -182,7 +188,7 @@ def test_no_decision_of_the_reach_loop_reads_the_truth_past_N(tmp_path, monkeypa
     monkeypatch.setattr(reach, "judge", liar)
     reach.main([f"--out_dir={tmp_path}/b", *args])
     a, b = (json.loads((tmp_path / d / "results.json").read_text())["rows"] for d in "ab")
-    decided = ("arm", "round", "frontier", "agreement", "kept", "steps", "corrections")
+    decided = ("arm", "round", "frontier", "agreement", "kept", "pairs", "corrections")
     assert [[r.get(k) for k in decided] for r in a] == [[r.get(k) for k in decided] for r in b]
     for arm, k in itertools.product(("self", "step"), range(3)):
         labels = (tmp_path / d / f"labels-{arm}-s0.jsonl" for d in "ab")
