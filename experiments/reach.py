@@ -46,6 +46,7 @@ import itertools
 import json
 import os
 import random
+import re
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -172,16 +173,27 @@ def prepare(cfg, seed, k, device, with_learner=True):
         return smart, learner, [tuple(e) for e in json.load(f)], data
 
 
-def vote(problems, completions, agree, min_len):
+def vote(problems, completions, agree, min_len, max_number=None):
     """-> [(problem index, label)]: a problem is kept when its label is at least min_len long (the
-    length filter) and at least `agree` of the K completions (one list per model) are exactly it."""
+    length filter), has no number longer than max_number digits (what the models hold), and at
+    least `agree` of the K completions (one list per model) are exactly it."""
     kept = []
     for i in range(len(problems)):
-        votes = [c[i] for c in completions if len(c[i]) >= min_len]
+        votes = [c[i] for c in completions if len(c[i]) >= min_len and fits(c[i], max_number)]
         best = max(set(votes), key=votes.count, default=None)
         if best is not None and votes.count(best) >= agree:
             kept.append((i, best))
     return kept
+
+
+def fits(label, max_number):
+    """No number in the label longer than max_number digits (None: no limit)."""
+    return max_number is None or all(len(n) <= max_number for n in re.findall(r"\d+", label))
+
+
+def holds(model):
+    """The longest number a model can train on: its digit-index table's (None without one)."""
+    return model.cfg.max_digit_index - 1 if model.cfg.abacus else None
 
 
 def tune(model, newest, older, base, tok, cfg, device, seed):
@@ -300,7 +312,8 @@ def label_length(smarts, learners, tok, data, L, cfg, seed):
     if votes:
         agreeing = sum(v == a for vs, at in zip(votes, attempts) for v, a in zip(vs, at))
         same = agreeing / (len(problems) * len(votes))
-    return problems, attempts, vote(problems, votes or attempts, cfg.agree, shortest(data, L)), same
+    chosen = vote(problems, votes or attempts, cfg.agree, shortest(data, L), holds(smarts[0]))
+    return problems, attempts, chosen, same
 
 
 def shortest(data, L):
@@ -342,7 +355,8 @@ def round_step(smarts, tok, data, tried, cfg, rng):
     steps = []
     for L in sorted({p.digits for p, _, _ in again}):
         mine = [i for i, (p, _, _) in enumerate(again) if p.digits == L]
-        chosen = vote(mine, [[c[i] for i in mine] for c in after], cfg.agree, shortest(data, L))
+        votes = [[c[i] for i in mine] for c in after]
+        chosen = vote(mine, votes, cfg.agree, shortest(data, L), holds(smarts[0]))
         steps += [(again[mine[j]][0], label, again[mine[j]][2]) for j, label in chosen]
     return steps
 

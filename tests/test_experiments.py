@@ -64,6 +64,8 @@ def test_a_label_is_kept_when_enough_models_write_it_and_it_is_long_enough():
         (2, "00;#55$"),
         (3, "0;#1$"),
     ]
+    assert vote(range(4), votes, 3, 6, max_number=2) == [(0, "00;#12$")]
+    assert vote(range(4), votes, 3, 6, max_number=1) == []  # "12": a number the models cannot hold
 
 
 def tiny_reach(monkeypatch):
