@@ -157,7 +157,11 @@ def test_a_round_step_pairs_each_attempt_before_with_the_label_agreed_after(monk
         (ps[2], right[2], [right[2]] * 3),  # labelled before
         (ps[3], right[3], [right[3]] * 3),
     ]
-    after = [{p.prompt: p.completion for p in ps} for _ in range(3)]  # the tuned smarts
+
+    class Scripted(dict):  # a tuned smart: its completion of each prompt
+        cfg = SimpleNamespace(abacus=False)
+
+    after = [Scripted({p.prompt: p.completion for p in ps}) for _ in range(3)]
     after[0][ps[1].prompt] = "5$"  # still one dissent on problem 1: no pair from it
     monkeypatch.setattr(
         reach, "completions", lambda m, tok, problems: [m[p.prompt] for p in problems]
