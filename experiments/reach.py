@@ -424,8 +424,8 @@ def run_arm(arm, seed, cfg, device):
         row = dict(arm=arm, seed=seed, round=r, frontier=frontier, agreement=agreement)
         row.update(kept=len(kept), right=right, same=same, seconds=round(loop))
         if learners:  # pairs the learners took from the round, and how many are real corrections
-            fixes = sum(a != label for _, label, at in taught for a in at)
-            row.update(pairs=len(taught), corrections=fixes, pairs_right=count_right(taught))
+            corrections = sum(a != label for _, label, at in taught for a in at)
+            row.update(pairs=len(taught), corrections=corrections, pairs_right=count_right(taught))
         rows.append(dict(row, reach=reaches, accuracy=acc))
         print(
             f"{arm} seed {seed} round {r}: frontier {frontier}, kept {len(kept)} labels ({right} "
