@@ -13,7 +13,7 @@ The schedule is the models' own. A round labels the length past the frontier F (
 the next one, up to --ahead lengths, while the share of problems on which the votes agree stays at
 --threshold or above; the frontier moves to the last length that cleared it. --ahead=1 is the
 one-length schedule; more accelerates it. An arm stops after --patience rounds in a row in which
-the frontier did not move, when it reaches --longest, or after --rounds. Three arms, with the
+the frontier did not move, when it reaches --longest, or after --rounds. Four arms, with the
 same smarts, problems, steps and filters:
 
     self        a smart's vote is its own greedy completion
@@ -26,6 +26,10 @@ same smarts, problems, steps and filters:
                 are tuned, they label again the round's problems they did not agree on (and as many
                 they did); where they now agree, its smart's attempt from before the round -> the
                 label agreed after it (KEEP where they are the same)
+    filter      the learner as a checker: a smart's vote is its own completion where its learner
+                answers KEEP to it (or writes it again), and no vote where the learner rewrites
+                it; the learners are not tuned in the loop, so they judge with what they learned
+                on 1..N (with --smarts=1 --agree=1: one smart and its checker)
 
 No answer past N trains, chooses, schedules, filters or stops anything: the truth is read in one
 function, judge(), by the report (tests/test_experiments.py replaces it with a liar and gets the
@@ -88,7 +92,7 @@ from evaluate import correct, markdown_table, write_results
 from experiments.study import pyplot, reach, results_paths
 from model import ModelConfig, pack
 
-ARMS = ("self", "corrector", "step")
+ARMS = ("self", "corrector", "step", "filter")
 
 
 @dataclass
@@ -297,9 +301,10 @@ def measure(smarts, learners, tok, data, frontier, cfg):
     return {name: a for name, a in acc.items() if a}
 
 
-def label_length(smarts, learners, tok, data, L, cfg, seed):
+def label_length(smarts, learners, tok, data, L, cfg, seed, check=False):
     """Labels of fresh L-digit problems: every smart's greedy completion (handed to its learner in
-    the corrector arm), kept where the votes agree. -> (problems, attempts, kept [(i, label)],
+    the corrector arm), kept where the votes agree. With `check` (the filter arm) a learner only
+    passes its smart's attempt on or withholds it. -> (problems, attempts, kept [(i, label)],
     the share of the learners' votes that are their smart's attempt)"""
     stream = ProblemStream(data.task, data.fmt, L, L, seed=1000 * seed + L)  # never evaluated
     problems = [stream.sample() for _ in range(cfg.problems)]
@@ -312,6 +317,8 @@ def label_length(smarts, learners, tok, data, L, cfg, seed):
     if votes:
         agreeing = sum(v == a for vs, at in zip(votes, attempts) for v, a in zip(vs, at))
         same = agreeing / (len(problems) * len(votes))
+    if check:  # a withheld vote is "", which the length filter never keeps
+        votes = [[a if v == a else "" for v, a in zip(vs, at)] for vs, at in zip(votes, attempts)]
     chosen = vote(problems, votes or attempts, cfg.agree, shortest(data, L), holds(smarts[0]))
     return problems, attempts, chosen, same
 
@@ -325,14 +332,16 @@ def shortest(data, L):
     )
 
 
-def label_round(smarts, learners, tok, data, frontier, cfg, seed):
+def label_round(smarts, learners, tok, data, frontier, cfg, seed, check=False):
     """A round's labels: the lengths past the frontier, one after the other, while the votes agree
     on at least cfg.threshold of the problems (up to cfg.ahead lengths). -> (the new frontier, the
     agreement per length, tried [(problem, its label or None, [each smart's attempt])] for every
     problem labelled, the learners' share of votes that are the attempt)"""
     agreement, tried, same = {}, [], []
     for L in range(frontier + 1, min(frontier + cfg.ahead, cfg.longest) + 1):
-        problems, attempts, chosen, share = label_length(smarts, learners, tok, data, L, cfg, seed)
+        problems, attempts, chosen, share = label_length(
+            smarts, learners, tok, data, L, cfg, seed, check
+        )
         agreement[L] = len(chosen) / len(problems)
         label = dict(chosen)
         tried += [(p, label.get(i), [a[i] for a in attempts]) for i, p in enumerate(problems)]
@@ -392,7 +401,7 @@ def run_arm(arm, seed, cfg, device):
         if r:
             old = frontier
             frontier, agreement, tried, same = label_round(
-                smarts, learners, tok, data, frontier, cfg, seed
+                smarts, learners, tok, data, frontier, cfg, seed, arm == "filter"
             )
             kept = [t for t in tried if t[1] is not None]
             still = 0 if frontier > old else still + 1
@@ -402,7 +411,7 @@ def run_arm(arm, seed, cfg, device):
             ]
             for k in range(len(smarts) if new else 0):
                 tune(smarts[k], new, labels, fresh, tok, cfg, device, 100 * seed + 10 * r + k)
-            taught = kept
+            taught = [] if arm == "filter" else kept  # a checker judges with what it knew on 1..N
             if arm == "step" and new:  # what the tuned smarts now agree on, from before the round
                 taught = round_step(smarts, tok, data, tried, cfg, random.Random(100 * seed + r))
             for k in range(len(learners) if taught else 0):
@@ -423,7 +432,7 @@ def run_arm(arm, seed, cfg, device):
         reaches = [reach(a, N) for a in acc["smart"]]
         row = dict(arm=arm, seed=seed, round=r, frontier=frontier, agreement=agreement)
         row.update(kept=len(kept), right=right, same=same, seconds=round(loop))
-        if learners:  # pairs the learners took from the round, and how many are real corrections
+        if learners and arm != "filter":  # the learners' pairs, and how many are real corrections
             corrections = sum(a != label for _, label, at in taught for a in at)
             row.update(pairs=len(taught), corrections=corrections, pairs_right=count_right(taught))
         rows.append(dict(row, reach=reaches, accuracy=acc))
@@ -500,7 +509,7 @@ def plot(rows, N):
     if plt is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for arm, color in zip(ARMS, ("C0", "C1", "C2")):
+    for arm, color in zip(ARMS, ("C0", "C1", "C2", "C3")):
         seeds = dict.fromkeys(r["seed"] for r in rows if r["arm"] == arm)
         for seed, (marker, line) in zip(
             seeds, itertools.cycle(zip("os^D", ("-", "--", ":", "-.")))

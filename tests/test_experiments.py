@@ -110,11 +110,12 @@ def test_the_reach_loop_runs_every_arm_on_tiny_models(tmp_path, monkeypatch):
 
     monkeypatch.setattr(reach, "tune", logged_tune)
     monkeypatch.setattr(reach.corrupt, "main", logged_corrupt)
-    arms = "--arms=self,corrector,step"
+    arms = "--arms=self,corrector,step,filter"
     reach.main([f"--out_dir={tmp_path}", "--rounds=1", "--ahead=1", arms, *TINY_REACH])
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [(r["arm"], r["round"]) for r in rows][:2] == [("self", 0), ("self", 1)]
-    assert {r["arm"] for r in rows} == {"self", "corrector", "step"}
+    assert {r["arm"] for r in rows} == {"self", "corrector", "step", "filter"}
+    assert all("pairs" not in r for r in rows if r["arm"] == "filter")  # a checker is not taught
     so_far = json.loads((tmp_path / "step-s0-rounds.json").read_text())  # written every round
     assert so_far == [r for r in rows if r["arm"] == "step"]
     for arm in ("corrector", "step"):  # the learners' pairs and their real corrections, counted
@@ -174,12 +175,51 @@ def test_a_round_step_pairs_each_attempt_before_with_the_label_agreed_after(monk
     )
 
 
+def test_the_filter_arm_keeps_an_attempt_only_where_its_learner_keeps_it(monkeypatch):
+    """The learner as a checker: its smart's attempt is a vote where the learner answers KEEP or
+    writes the attempt again, and no vote where it rewrites it (even into a right one)."""
+    from experiments import reach
+
+    class Scripted:  # a smart (or a learner) that writes what `write` says
+        cfg = SimpleNamespace(abacus=False)
+
+        def __init__(self, write):
+            self.write = write
+
+    def keeps(p, attempt):  # keep every other problem, write the attempt again on a third
+        n = int(p.prompt.split("+")[0])
+        return "$" if n % 2 else attempt if n % 3 == 0 else p.completion
+
+    smart = Scripted(lambda p: p.completion[:-2] + "9$")  # a wrong attempt, long enough
+    checker = Scripted(keeps)
+    monkeypatch.setattr(reach, "completions", lambda m, tok, ps: [m.write(p) for p in ps])
+    monkeypatch.setattr(
+        reach,
+        "correct",
+        lambda m, tok, ps, attempts: [
+            {"completion": a if m.write(p, a) == "$" else m.write(p, a)}
+            for p, a in zip(ps, attempts)
+        ],
+    )
+    data, cfg = SimpleNamespace(task="add", fmt="reverse"), SimpleNamespace(problems=30, agree=1)
+    problems, attempts, chosen, same = reach.label_length(
+        [smart], [checker], None, data, 3, cfg, 0, check=True
+    )
+    n = [int(p.prompt.split("+")[0]) for p in problems]
+    expected = [(i, attempts[0][i]) for i in range(30) if n[i] % 2 or n[i] % 3 == 0]
+    assert chosen == expected and 0 < len(chosen) < 30
+    assert same == len(expected) / 30
+    _, _, corrected, _ = reach.label_length([smart], [checker], None, data, 3, cfg, 0)
+    assert len(corrected) == 30  # the corrector arm votes its learner's rewrite instead
+
+
 def test_no_decision_of_the_reach_loop_reads_the_truth_past_N(tmp_path, monkeypatch):
     """The loop run twice on the same smarts, the second time with every answer past N judged
     wrong wherever the report reads the truth: the same labels, schedule, stopping round and
     weights. Only the report's numbers change."""
     reach = tiny_reach(monkeypatch)
-    args = [*TINY_REACH, "--arms=self,step", "--rounds=3", "--ahead=3", "--threshold=0.2"]
+    args = [*TINY_REACH, "--arms=self,step,filter", "--rounds=3", "--ahead=3"]
+    args += ["--threshold=0.2"]
     reach.main([f"--out_dir={tmp_path}/a", *args])
     for k, made in itertools.product(range(3), ("smart", "stupid", "learner")):
         shutil.copytree(tmp_path / "a" / f"s0-k{k}" / made, tmp_path / "b" / f"s0-k{k}" / made)
@@ -196,7 +236,7 @@ def test_no_decision_of_the_reach_loop_reads_the_truth_past_N(tmp_path, monkeypa
     a, b = (json.loads((tmp_path / d / "results.json").read_text())["rows"] for d in "ab")
     decided = ("arm", "round", "frontier", "agreement", "kept", "pairs", "corrections")
     assert [[r.get(k) for k in decided] for r in a] == [[r.get(k) for k in decided] for r in b]
-    for arm, k in itertools.product(("self", "step"), range(3)):
+    for arm, k in itertools.product(("self", "step", "filter"), range(3)):
         labels = (tmp_path / d / f"labels-{arm}-s0.jsonl" for d in "ab")
         assert len({f.read_text() for f in labels}) == 1
         wa, wb = (torch.load(tmp_path / d / f"s0-k{k}" / arm / "ckpt.pt") for d in "ab")
