@@ -218,7 +218,7 @@ def test_no_decision_of_the_reach_loop_reads_the_truth_past_N(tmp_path, monkeypa
     wrong wherever the report reads the truth: the same labels, schedule, stopping round and
     weights. Only the report's numbers change."""
     reach = tiny_reach(monkeypatch)
-    args = [*TINY_REACH, "--arms=self,step,filter", "--rounds=3", "--ahead=3"]
+    args = [*TINY_REACH, "--arms=self,corrector,step,filter", "--rounds=3", "--ahead=3"]
     args += ["--threshold=0.2"]
     reach.main([f"--out_dir={tmp_path}/a", *args])
     for k, made in itertools.product(range(3), ("smart", "stupid", "learner")):
@@ -236,7 +236,7 @@ def test_no_decision_of_the_reach_loop_reads_the_truth_past_N(tmp_path, monkeypa
     a, b = (json.loads((tmp_path / d / "results.json").read_text())["rows"] for d in "ab")
     decided = ("arm", "round", "frontier", "agreement", "kept", "pairs", "corrections")
     assert [[r.get(k) for k in decided] for r in a] == [[r.get(k) for k in decided] for r in b]
-    for arm, k in itertools.product(("self", "step", "filter"), range(3)):
+    for arm, k in itertools.product(("self", "corrector", "step", "filter"), range(3)):
         labels = (tmp_path / d / f"labels-{arm}-s0.jsonl" for d in "ab")
         assert len({f.read_text() for f in labels}) == 1
         wa, wb = (torch.load(tmp_path / d / f"s0-k{k}" / arm / "ckpt.pt") for d in "ab")
