@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from cot_data import CharTokenizer, DataConfig, accuracy_by_digits, eval_problems, record_of
 from llama import LlamaError, tokenizer_from_config
-from model import GPT, ModelConfig, generate, pack
+from model import GPT, ModelConfig, generate
 
 # ----------------------------------------------------------------------------- the command line
 
@@ -199,6 +199,37 @@ def tokenizer_from(data):
     if data.tokenizer["kind"] == "char":
         return CharTokenizer(data.tokenizer["vocab"])
     return tokenizer_from_config(data.tokenizer)
+
+
+# ----------------------------------------------------------------------------- training batches
+
+
+def pack(pairs, device):
+    """(prompt ids, completion ids) pairs -> x, y, positions, mask: the examples end to end in rows
+    as long as the longest (first fit, longest first), positions from 0 in each, and a mask
+    (B, 1, T, T) keeping each to itself: the loss (on completions, y = -1 elsewhere) of one example
+    a row, with less padding."""
+    seqs = [p + c for p, c in pairs]
+    T = max(map(len, seqs)) - 1
+    rows, room = [], []
+    for i in sorted(range(len(seqs)), key=lambda i: -len(seqs[i])):
+        r = next((r for r, free in enumerate(room) if free >= len(seqs[i]) - 1), len(rows))
+        if r == len(rows):
+            rows.append([])
+            room.append(T)
+        rows[r].append(i)
+        room[r] -= len(seqs[i]) - 1
+    x, positions = (torch.zeros(len(rows), T, dtype=torch.long) for _ in range(2))
+    y, example = (torch.full((len(rows), T), -1) for _ in range(2))  # padding: a block of its own
+    for r, members in enumerate(rows):
+        at = 0
+        for i in members:
+            seq, n, p = torch.tensor(seqs[i]), len(seqs[i]) - 1, len(pairs[i][0])
+            x[r, at : at + n], y[r, at + p - 1 : at + n] = seq[:-1], seq[p:]
+            positions[r, at : at + n], example[r, at : at + n] = torch.arange(n), i
+            at += n
+    mask = (example[:, :, None] == example[:, None, :]) & torch.ones(T, T, dtype=torch.bool).tril()
+    return x.to(device), y.to(device), positions.to(device), mask[:, None].to(device)
 
 
 # ----------------------------------------------------------------------------- fine-tuning

@@ -31,6 +31,7 @@ from common import (
     eval_accuracy,
     load_checkpoint,
     opt,
+    pack,
     parse_config,
     pick_device,
     run_main,
@@ -49,7 +50,7 @@ from cot_data import (
     percents,
 )
 from llama import load_llama
-from model import ABACUS_POS, GPT, ROPE_POS, ModelConfig, pack
+from model import ABACUS_POS, GPT, ROPE_POS, ModelConfig
 
 # the training recipe: AdamW (common.Optim: betas, clipping and the floor of the schedule there)
 WARMUP = 100  # steps of linear warmup before the cosine decay

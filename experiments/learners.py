@@ -36,6 +36,7 @@ from common import (
     finetune,
     finetune_loop,
     load_checkpoint,
+    pack,
     pair_batches,
     pick_device,
     save_checkpoint,
@@ -45,7 +46,7 @@ from common import (
 from cot_data import KEEP, ProblemStream, check_chain, correction_prompt
 from experiments.study import correct_as, written
 from improve import ImproveConfig, controls, correction_pairs, training_examples
-from model import GPT, pack
+from model import GPT
 
 ROUND_PROBLEMS, ROUND_SAMPLES, ROUND_TEMPERATURE, ROUND_STEPS = (
     512,

@@ -72,6 +72,7 @@ from common import (
     load_checkpoint,
     max_new_for,
     opt,
+    pack,
     parse_config,
     pick_device,
     run_main,
@@ -90,7 +91,7 @@ from cot_data import (
 )
 from evaluate import correct, markdown_table, write_results
 from experiments.study import pyplot, reach, results_paths
-from model import ModelConfig, pack
+from model import ModelConfig
 
 ARMS = ("self", "corrector", "step", "filter")
 

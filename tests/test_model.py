@@ -4,9 +4,9 @@ import random
 import pytest
 import torch
 
-from common import BadInput, load_checkpoint, save_checkpoint
+from common import BadInput, load_checkpoint, pack, save_checkpoint
 from cot_data import CharTokenizer, DataConfig, make_problem, random_operands
-from model import GPT, KVCache, ModelConfig, digit_indices, generate, pack
+from model import GPT, KVCache, ModelConfig, digit_indices, generate
 
 
 def tiny(pos="abacus", **kw):
