@@ -18,22 +18,17 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from cli import BadInput, check_fits, check_writable, opt, parse_config, run_main
 from common import (
     DEVICE_HELP,
     GENERATE_BATCH,
-    BadInput,
     Optim,
-    check_fits,
-    check_writable,
     count_for_share,
     eval_accuracy,
     finetune_loop,
     load_checkpoint,
-    opt,
     pair_batches,
-    parse_config,
     pick_device,
-    run_main,
     save_checkpoint,
     score,
     tokenizer_from,
@@ -42,10 +37,12 @@ from cot_data import ProblemStream, dynamic_noise, percents, static_noise
 
 EVAL_EVERY = 10  # steps between measurements of stupid on 1..N
 EVAL_SIZE = 50  # problems per length in each measurement
-WRONG_SHARE = (
-    0.7  # of the fine-tuning mix; the rest are right solutions, so stupid is not destroyed
-)
+# of the fine-tuning mix; the rest are right solutions, so stupid is not destroyed
+WRONG_SHARE = 0.7
 BAND_LO = 0.3  # stupid should land at or above BAND_LO x smart's accuracy
+WARMUP = 20  # steps of linear warmup: the whole run may be a few dozen steps
+BATCH_SIZE = 64  # examples per step
+STATIC_RATE = 0.3  # noise=static: the share of the chain's digits changed
 
 
 @dataclass
@@ -79,8 +76,15 @@ def mean_accuracy(model, tok, data):
 def wrong_and_right(smart, tok, problems, cfg, rng):
     """Wrong solutions (smart's own high-temperature mistakes, or injected noise) and right ones."""
     if cfg.noise == "sample":
-        hot = dict(temperature=cfg.temperature, num_samples=cfg.samples, seed=cfg.seed)
-        recs = score(smart, tok, problems, **hot, progress_bar=True)
+        recs = score(
+            smart,
+            tok,
+            problems,
+            temperature=cfg.temperature,
+            num_samples=cfg.samples,
+            seed=cfg.seed,
+            progress_bar=True,
+        )
         # a wrong answer, not only a wrong step, that ends; and no number longer than the model
         # indexes, or it could not be trained on
         too_long = re.compile(r"\d{%d,}" % smart.cfg.max_digit_index)
@@ -96,21 +100,24 @@ def wrong_and_right(smart, tok, problems, cfg, rng):
         noisy = [(p, dynamic_noise(p, rng)) for p in problems]
         wrong = [(q.prompt, q.completion) for p, q in noisy if q is not p]
     else:  # wrong working, right answer; a chain that drew no change is left out
-        noisy = [(p, static_noise(p, 0.3, rng)) for p in problems]
+        noisy = [(p, static_noise(p, STATIC_RATE, rng)) for p in problems]
         wrong = [(q.prompt, q.completion) for p, q in noisy if q.completion != p.completion]
     return wrong, [(p.prompt, p.completion) for p in problems]
 
 
 def main(argv=None):
     cfg = parse_config(CorruptConfig, __doc__, argv)
-    device, path = pick_device(cfg.device), f"{cfg.out_dir}/stupid/ckpt.pt"
+    device = pick_device(cfg.device)
+    path = f"{cfg.out_dir}/stupid/ckpt.pt"
     check_writable(path)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     smart, ckpt, data = load_checkpoint(f"{cfg.out_dir}/smart/ckpt.pt", ["smart"], device)
-    tok, N = tokenizer_from(data), data.max_digits
+    tok = tokenizer_from(data)
+    N = data.max_digits
     smart_acc, _ = mean_accuracy(smart, tok, data)
-    lo, hi, t0 = BAND_LO * smart_acc, cfg.band_hi * smart_acc, time.time()
+    lo, hi = BAND_LO * smart_acc, cfg.band_hi * smart_acc
+    t0 = time.time()
     stream = ProblemStream(data.task, data.fmt, 1, N, seed=cfg.seed)
     problems = [stream.sample() for _ in range(cfg.problems)]
     wrong, right = wrong_and_right(smart, tok, problems, cfg, rng)
@@ -119,7 +126,8 @@ def main(argv=None):
     n_right = min(count_for_share(len(wrong), 1 - WRONG_SHARE), len(right))
     mix = wrong + rng.sample(right, n_right)
     print(f"corrupting with {len(wrong)} wrong ({cfg.noise}) and {n_right} right solutions")
-    stupid, measured = copy.deepcopy(smart), {}
+    stupid = copy.deepcopy(smart)
+    measured = {}
 
     def measure(step):  # stop once stupid is down to band_hi x smart's accuracy
         measured["step"] = step
@@ -127,12 +135,13 @@ def main(argv=None):
         return measured["acc"] <= hi
 
     # stupid is changed in place: it is a copy of smart
-    optim = Optim(cfg.steps, cfg.lr, warmup=20)
+    optim = Optim(cfg.steps, cfg.lr, BATCH_SIZE, WARMUP)
     batches = pair_batches(mix, tok, optim.batch_size, device, cfg.seed)
     finetune_loop(stupid, batches, optim, EVAL_EVERY, measure, desc="stupid")
-    acc, step = measured["acc"], measured["step"]
+    acc = measured["acc"]
+    step = measured["step"]
     extra = dict(corrupt_cfg=asdict(cfg), smart_accuracy=smart_acc, stupid_accuracy=acc)
-    save_checkpoint(path, stupid, "stupid", step, data, ckpt["run"], **extra)
+    save_checkpoint(path, stupid, "stupid", step, data, ckpt["run"], extra)
     print("stupid on 1..N: " + percents(measured["per"]))
     if acc < lo:
         verdict = "BELOW the band: stupid is too broken"

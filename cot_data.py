@@ -17,7 +17,7 @@ Formats (difficulty = the number of digits n of the operands):
   compact  as steps, each column a fixed-size step 'a b carry > sum carry', no signs ('470>11;').
   hints    as reverse, with a letter naming each digit's significance before it ('a4b3' is 34),
            so digits of one column can be matched by content (Zhou et al. 2024); up to 26 digits.
-steps, compact and hints exist for experiments/sweep.py, which is what chose reverse.
+Every stage takes --fmt; experiments/sweep.py compares the formats (reverse goes furthest).
 """
 
 import random
@@ -77,7 +77,10 @@ def solve_carry(ops, fmt, fault=None, rng=None, mul=False):
     n = len(str(a)) if mul else len(str(max(a, b)))
     da = [int(c) for c in str(a).zfill(n)[::-1]]
     db = [b] * n if mul else [int(c) for c in str(b).zfill(n)[::-1]]
-    carry, carries, out, lines = 0, [0], [], []
+    carry = 0
+    carries = [0]  # the carry into each column, and out of the last
+    out = []  # the answer's digits
+    lines = []  # a line per column (steps, compact)
     for i in range(n):
         s = da[i] * db[i] + carry if mul else da[i] + db[i] + carry
         if fmt == "compact":
@@ -295,7 +298,9 @@ def eval_operands(task, n, size=200, seed=0):
     """A fixed, seeded evaluation set at n digits. At small n it takes at most a fifth of all
     problems, so that training still has problems of that length left."""
     size = min(size, TASKS[task].n_problems(n) // 5)
-    rng, seen, out = random.Random(_seed("eval", task, n, seed)), set(), []
+    rng = random.Random(_seed("eval", task, n, seed))
+    seen = set()
+    out = []
     while len(out) < size:
         ops = random_operands(task, n, rng)
         if tuple(ops) not in seen:
@@ -327,11 +332,11 @@ class ProblemStream:
     """Random training problems of min_digits..max_digits digits, never one of an evaluation set."""
 
     def __init__(self, task, fmt, min_digits, max_digits, seed=0):
-        self.task, self.fmt, self.lo, self.hi = task, fmt, min_digits, max_digits
-        self.rng, self.exclude = (
-            random.Random(_seed("train", task, seed)),
-            eval_exclusions(task, max_digits),
-        )
+        self.task = task
+        self.fmt = fmt
+        self.lo, self.hi = min_digits, max_digits
+        self.rng = random.Random(_seed("train", task, seed))
+        self.exclude = eval_exclusions(task, max_digits)
 
     def sample(self):
         n = self.rng.randint(self.lo, self.hi)

@@ -4,6 +4,8 @@ verdict: of smart's mistakes past N, how many does the learner fix when handed s
 (learner_on_smart; _r2, _r3: handed its own output again), and how many do the controls get right?
 
     python evaluate.py      # reads out/*/ckpt.pt, writes out/results.{md,json,png}
+
+results.png needs matplotlib; without it the rest is written all the same.
 """
 
 import json
@@ -11,6 +13,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 
+from cli import check_writable, opt, parse_config, run_main
 from common import (
     CONTROLS,
     DEVICE_HELP,
@@ -18,13 +21,9 @@ from common import (
     MODELS,
     atomic_write,
     check_room,
-    check_writable,
     load_checkpoint,
     max_new_for,
-    opt,
-    parse_config,
     pick_device,
-    run_main,
     score,
     tokenizer_from,
     write_text,
@@ -40,28 +39,29 @@ from cot_data import (
     record_of,
 )
 
+K_TEMPERATURE = 0.7  # of smart's samples for pass@k and majority@k
+
 
 @dataclass
 class EvaluateConfig:
     out_dir: str = opt("out", "output root: reads OUT_DIR/*/ckpt.pt, writes OUT_DIR/results.*")
     extra: int = opt(4, "evaluate up to N + this many digits (past N is the test)", lo=1)
-    eval_size: int = opt(
-        100, "problems per length (at most a fifth of a length's)", lo=1, hi=EVAL_MAX
-    )
+    eval_size: int = opt(100, "problems per length (at most a fifth of all)", lo=1, hi=EVAL_MAX)
     rounds: int = opt(3, "correction rounds: learner_on_smart, then _r2, _r3 ...", lo=1)
     k: int = opt(5, "smart's samples (at T=0.7) for pass@k and majority@k", lo=1, hi=GENERATE_BATCH)
     seed: int = opt(4, "random seed of those samples", lo=0)
     device: str = opt("auto", DEVICE_HELP)
-    plot: bool = opt(True, "draw results.png (needs matplotlib)")
 
 
-def correct(learner, tok, problems, attempts, **kw):
+def correct(learner, tok, problems, attempts, temperature=0.0, seed=0, progress_bar=False):
     """Hand the learner an attempt at each problem: its completion replaces the attempt, unless it
     is KEEP, which keeps the attempt (the record then says kept). -> records (cot_data.record_of)"""
     room = learner.cfg.block_size - max_new_for(problems) - 1  # 1: a Llama prompt's BOS
     longest = learner.cfg.max_digit_index - 1
     prompts = [correction_prompt(p.prompt, a, longest, room) for p, a in zip(problems, attempts)]
-    records = score(learner, tok, problems, prompts=prompts, **kw)
+    records = score(
+        learner, tok, problems, prompts, temperature, seed=seed, progress_bar=progress_bar
+    )
     return [
         dict(record_of(p, a), kept=True) if r["completion"] == KEEP else r
         for r, p, a in zip(records, problems, attempts)
@@ -71,7 +71,7 @@ def correct(learner, tok, problems, attempts, **kw):
 def smart_at_k(smart, tok, problems, k, seed):
     """Smart's pass@k and majority@k, as records: each keeps the sample that decides it (the first
     right one; one with the commonest answer), so results.json re-scores them."""
-    samples = score(smart, tok, problems, temperature=0.7, num_samples=k, seed=seed)
+    samples = score(smart, tok, problems, temperature=K_TEMPERATURE, num_samples=k, seed=seed)
     samples = [samples[i : i + k] for i in range(0, len(samples), k)]
     passed = [next((r for r in rows if r["correct"]), rows[0]) for rows in samples]
     majority = []
@@ -82,10 +82,10 @@ def smart_at_k(smart, tok, problems, k, seed):
 
 
 def verdict(records, N):
-    """On the problems past N that smart gets wrong (right): the share each model gets right
-    (wrong)."""
+    """On the problems past N that smart gets wrong (right): the share each gets right (wrong)."""
     past = [(i, r["correct"]) for i, r in enumerate(records["smart"]) if r["digits"] > N]
-    wrong, right = [i for i, ok in past if not ok], [i for i, ok in past if ok]
+    wrong = [i for i, ok in past if not ok]
+    right = [i for i, ok in past if ok]
     others = {name: rs for name, rs in records.items() if name not in ("smart", "stupid")}
     v = {"smart_wrong_past_N": len(wrong), "fixed": {}, "broken": {}}
     for name, rs in others.items():
@@ -116,7 +116,8 @@ def verdict_lines(v, N, longest):
 def report(records, accuracy, v, problems, data):
     """results.md: the accuracy table, right answers with a wrong step, the verdict, and why the
     answers past N are wrong. -> (its text, chance: the commonest answer's share per length)"""
-    N, lengths = data.max_digits, sorted({p.digits for p in problems})
+    N = data.max_digits
+    lengths = sorted({p.digits for p in problems})
     answers = {n: [p.answer for p in problems if p.digits == n] for n in lengths}
     chance = {str(n): max(map(a.count, a)) / len(a) for n, a in answers.items()}
     header = ["model"] + [f"{n}{'*' if n > N else ''}" for n in lengths]
@@ -124,10 +125,10 @@ def report(records, accuracy, v, problems, data):
     rows = [[name] + [f"{100 * acc[str(n)]:.0f}" for n in lengths] for name, acc in rows]
     text = f"{data.task}, trained on 1..{N} digits (* = longer than trained), exact-match %:\n\n"
     text += markdown_table(header, rows) + "\n\n"
+    sloppy = "right answers with a wrong step (exact match counts them right)"
     for name, recs in records.items():
-        if sloppy := sum(x["correct"] and not x["verified"] for x in recs):
-            text += f"{name}: {sloppy} right answers with a wrong step"
-            text += " (exact match counts them right)\n"
+        if count := sum(x["correct"] and not x["verified"] for x in recs):
+            text += f"{name}: {count} {sloppy}\n"
     text += "\n".join(verdict_lines(v, N, lengths[-1]))
     text += f"\n\nWhy the answers past {N} digits are wrong"
     text += " (share of each model's wrong answers):\n\n"
@@ -162,15 +163,17 @@ def plot(accuracy, N):
         import matplotlib.pyplot as plt
     except ImportError:  # matplotlib is optional
         return print("(no matplotlib: no results.png)")
-    lengths, test = [int(n) for n in accuracy["smart"]], ["smart", "learner_on_smart", *CONTROLS]
+    lengths = [int(n) for n in accuracy["smart"]]
+    test = ["smart", "learner_on_smart", *CONTROLS]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     panels = {"the test": test, "the rest": [n for n in accuracy if n not in test[1:]]}
     for ax, (title, names) in zip(axes, panels.items()):
         for name in [n for n in names if n in accuracy]:  # one colour per model, in both panels
             color = "black" if name == "smart" else f"C{list(accuracy).index(name)}"
-            style = dict(color=color, lw=2.5 if name == "learner_on_smart" else 1.5)
-            style.update(linestyle="--" if name in CONTROLS else "-", marker="o", label=name)
-            ax.plot(lengths, [100 * a for a in accuracy[name].values()], **style)
+            width = 2.5 if name == "learner_on_smart" else 1.5
+            line = "--" if name in CONTROLS else "-"
+            percent = [100 * a for a in accuracy[name].values()]
+            ax.plot(lengths, percent, linestyle=line, color=color, lw=width, marker="o", label=name)
         ax.axvline(N + 0.5, color="gray", lw=0.8)
         xlabel = "digits (right of the line: longer than trained)"
         ax.set(title=title, xlabel=xlabel, ylim=(-2, 102), xticks=lengths)
@@ -180,27 +183,31 @@ def plot(accuracy, N):
     return fig
 
 
-def main(argv=None, correct=correct):  # experiments/arms.py hands in its learners' correct
-    cfg = parse_config(EvaluateConfig, __doc__, argv)
-    device, out = pick_device(cfg.device), cfg.out_dir
-    check_writable(*(f"{out}/results.{ext}" for ext in ("md", "json", "png")))
+def load_models(out, device):
+    """smart and each later model of its run that exists: {name: model}, and smart's DataConfig."""
     smart, ckpt, data = load_checkpoint(f"{out}/smart/ckpt.pt", ["smart"], device)
     models = {"smart": smart}
-    for name in [n for n in MODELS[1:] if os.path.exists(f"{out}/{n}/ckpt.pt")]:  # those made
-        models[name] = load_checkpoint(f"{out}/{name}/ckpt.pt", [name], device, run=ckpt["run"])[0]
-    tok, N = tokenizer_from(data), data.max_digits
-    problems = eval_problems(data.task, data.fmt, range(1, N + cfg.extra + 1), cfg.eval_size)
-    check_room(smart, tok, problems)
-    print(
-        f"evaluating {', '.join(models)} on {len(problems)} problems of 1..{N + cfg.extra} digits"
-    )
-    records = {name: score(m, tok, problems, progress_bar=True) for name, m in models.items()}
-    last = records["smart"]  # hand the learner smart's output, then its own output again
-    for r in range(1, cfg.rounds + 1 if "learner" in models else 1):
-        attempts = [x["completion"] for x in last]
-        last = correct(models["learner"], tok, problems, attempts, progress_bar=True)
+    for name in MODELS[1:]:
+        path = f"{out}/{name}/ckpt.pt"
+        if os.path.exists(path):
+            models[name] = load_checkpoint(path, [name], device, run=ckpt["run"])[0]
+    return models, data
+
+
+def learner_rounds(learner, tok, problems, attempts, rounds):
+    """The learner handed smart's attempts (learner_on_smart), then its own output (_r2, ...)."""
+    records = {}
+    for r in range(1, rounds + 1):
+        last = correct(learner, tok, problems, attempts, progress_bar=True)
         records["learner_on_smart" + ("" if r == 1 else f"_r{r}")] = last
-    records.update(smart_at_k(smart, tok, problems, cfg.k, cfg.seed))
+        attempts = [x["completion"] for x in last]
+    return records
+
+
+def finish(out, records, problems, data, draw=True):
+    """Accuracy per length, the verdict and the anatomy of the mistakes past N, written as
+    OUT/results.{md,json,png}."""
+    N = data.max_digits
     accuracy = {name: accuracy_by_digits(recs) for name, recs in records.items()}
     v = verdict(records, N)
     past = {name: [x for x in recs if x["digits"] > N] for name, recs in records.items()}
@@ -208,7 +215,24 @@ def main(argv=None, correct=correct):  # experiments/arms.py hands in its learne
     text, chance = report(records, accuracy, v, problems, data)
     results = dict(trained_max_digits=N, task=data.task, fmt=data.fmt, verdict=v, chance=chance)
     results["models"] = {n: dict(accuracy=accuracy[n], records=recs) for n, recs in records.items()}
-    write_results(out, text, results, plot(accuracy, N) if cfg.plot else None)
+    write_results(out, text, results, plot(accuracy, N) if draw else None)
+
+
+def main(argv=None):
+    cfg = parse_config(EvaluateConfig, __doc__, argv)
+    check_writable(*(f"{cfg.out_dir}/results.{ext}" for ext in ("md", "json", "png")))
+    models, data = load_models(cfg.out_dir, pick_device(cfg.device))
+    tok = tokenizer_from(data)
+    longest = data.max_digits + cfg.extra
+    problems = eval_problems(data.task, data.fmt, range(1, longest + 1), cfg.eval_size)
+    check_room(models["smart"], tok, problems)
+    print(f"evaluating {', '.join(models)} on {len(problems)} problems of 1..{longest} digits")
+    records = {name: score(m, tok, problems, progress_bar=True) for name, m in models.items()}
+    if "learner" in models:
+        smart_output = [x["completion"] for x in records["smart"]]
+        records.update(learner_rounds(models["learner"], tok, problems, smart_output, cfg.rounds))
+    records.update(smart_at_k(models["smart"], tok, problems, cfg.k, cfg.seed))
+    finish(cfg.out_dir, records, problems, data)
 
 
 if __name__ == "__main__":

@@ -22,21 +22,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from cli import BadInput, check_fits, check_writable, opt, parse_config, run_main
 from common import (
     CONTROLS,
     DEVICE_HELP,
     GENERATE_BATCH,
-    BadInput,
     Optim,
-    check_fits,
-    check_writable,
     count_for_share,
     finetune,
     load_checkpoint,
-    opt,
-    parse_config,
     pick_device,
-    run_main,
     save_checkpoint,
     score,
     tokenizer_from,
@@ -45,6 +40,8 @@ from common import (
 from cot_data import KEEP, ProblemStream, answer_noise, check_chain, correction_prompt
 
 KEEP_RIGHT = 0.25  # share of pairs whose attempt is already right: the target is KEEP
+WARMUP = 50  # steps of linear warmup, for the learner and each control
+BATCH_SIZE = 64  # examples per step
 
 
 @dataclass
@@ -66,7 +63,7 @@ class ImproveConfig:
         check_fits(self.problems * (self.attempts + 1), "--problems x --attempts")
 
     def optim(self):
-        return Optim(self.steps, self.lr, warmup=50)
+        return Optim(self.steps, self.lr, BATCH_SIZE, WARMUP)
 
 
 def correction_pairs(smart, stupid, tok, problems, cfg, rng):
@@ -77,8 +74,17 @@ def correction_pairs(smart, stupid, tok, problems, cfg, rng):
     attempt learns to rewrite every long attempt."""
     smart_recs = score(smart, tok, problems, progress_bar=True)
     solutions = {p.prompt: r["completion"] for p, r in zip(problems, smart_recs) if r["verified"]}
-    k, hot = cfg.attempts, dict(temperature=cfg.attempt_temperature, seed=cfg.seed)
-    attempts = score(stupid, tok, problems, num_samples=k, **hot, progress_bar=True)
+    k = cfg.attempts
+    temperature = cfg.attempt_temperature
+    attempts = score(
+        stupid,
+        tok,
+        problems,
+        temperature=temperature,
+        num_samples=k,
+        seed=cfg.seed,
+        progress_bar=True,
+    )
     pairs = [
         (problems[j // k], a["completion"], solutions[problems[j // k].prompt])
         for j, a in enumerate(attempts)
@@ -128,13 +134,16 @@ def controls(smart, stupid, tok, pairs, plain, optim, cfg, device):
 
 def main(argv=None):
     cfg = parse_config(ImproveConfig, __doc__, argv)
-    device, out = pick_device(cfg.device), cfg.out_dir
+    device = pick_device(cfg.device)
+    out = cfg.out_dir
     paths = [f"{out}/{m}/ckpt.pt" for m in ("learner", *CONTROLS)]
     check_writable(f"{out}/learner/pairs.jsonl", *paths)
     torch.manual_seed(cfg.seed)
     smart, ckpt, data = load_checkpoint(f"{out}/smart/ckpt.pt", ["smart"], device)
     stupid, _, _ = load_checkpoint(f"{out}/stupid/ckpt.pt", ["stupid"], device, run=ckpt["run"])
-    tok, rng, t0 = tokenizer_from(data), random.Random(cfg.seed), time.time()
+    tok = tokenizer_from(data)
+    rng = random.Random(cfg.seed)
+    t0 = time.time()
     stream = ProblemStream(data.task, data.fmt, 1, data.max_digits, seed=cfg.seed)
     problems = [stream.sample() for _ in range(cfg.problems)]
     pairs, line = correction_pairs(smart, stupid, tok, problems, cfg, rng)
@@ -150,7 +159,9 @@ def main(argv=None):
     }
     for name, model in models.items():  # written only once everything has trained
         path = f"{out}/{name}/ckpt.pt"
-        save_checkpoint(path, model, name, cfg.steps, data, ckpt["run"], improve_cfg=asdict(cfg))
+        save_checkpoint(
+            path, model, name, cfg.steps, data, ckpt["run"], dict(improve_cfg=asdict(cfg))
+        )
     rows = [dict(problem=p.prompt, operands=p.operands, attempt=a, solution=s) for p, a, s in pairs]
     text = "".join(json.dumps(r) + "\n" for r in rows)  # one readable pair a line
     write_text(f"{out}/learner/pairs.jsonl", text)

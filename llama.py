@@ -108,38 +108,7 @@ def _model_fields(c, meta, factor_arg):
     name = {k: v[0 if meta else 1] for k, v in _FIELDS.items()}  # as the user wrote them
     kw = {k: _positive(c, name[k], source, d, i) for k, (_, _, i, d) in _FIELDS.items()}
     kw["n_kv_heads"] = kw["n_kv_heads"] or kw["n_heads"]
-    scaling = factor = None
-    if meta:
-        hidden = int(2 * 4 * kw["dim"] / 3)  # Meta's FFN width rule
-        if mult := _positive(c, "ffn_dim_multiplier", source, None, integer=False):
-            hidden = int(mult * hidden)
-        m = _positive(c, "multiple_of", source, 256)
-        kw["ffn_hidden"] = m * ((hidden + m - 1) // m)
-        scaled = c.get("use_scaled_rope", False)
-        if not isinstance(scaled, bool):
-            raise LlamaError(f"{source}: use_scaled_rope must be true or false, not {scaled!r}")
-        if scaled:
-            scaling = dict(_LLAMA31_ROPE)
-            factor = _positive(c, "rope_scaling_factor", source, None, integer=False)
-    else:
-        kw["ffn_hidden"] = _positive(c, "intermediate_size", source)
-        # transformers >= 5 writes rope_parameters, older versions rope_scaling
-        key = "rope_parameters" if c.get("rope_parameters") is not None else "rope_scaling"
-        rp, rsource = c.get(key) or {}, f"{source} {key}"
-        if not isinstance(rp, dict):
-            raise LlamaError(f"{source}: {key} must be an object, not {rp!r}")
-        kind = rp.get("rope_type", rp.get("type", "default"))
-        if kind not in ("default", "llama3"):
-            raise LlamaError(
-                f"{source}: unknown rope type {kind!r} (this loader knows 'default' and 'llama3')"
-            )
-        theta = _positive(rp, "rope_theta", rsource, None, integer=False)
-        kw["rope_theta"] = theta or kw["rope_theta"]
-        if kind == "llama3":
-            # all three are required here; the defaults' types tell an integer from a number
-            ints = {k: type(v) is int for k, v in _LLAMA31_ROPE.items()}
-            scaling = {k: _positive(rp, k, rsource, integer=i) for k, i in ints.items()}
-            factor = _positive(rp, "factor", rsource, integer=False)
+    scaling, factor = (_meta_fields if meta else _hf_fields)(c, source, kw)
     if scaling is not None:
         scaling["factor"] = llama_rope_factor(factor, factor_arg, kw["dim"], kw["n_layers"], source)
     kw["rope_scaling"] = scaling
@@ -150,19 +119,54 @@ def _model_fields(c, meta, factor_arg):
     # grouped-query attention shares each k/v head among a whole number of heads
     if n_heads % n_kv_heads:
         raise LlamaError(f"{source}: {KV} {n_kv_heads} does not divide {H} {n_heads}")
-    if (dim // n_heads) % 2:  # rotary embeddings rotate pairs of channels
-        raise LlamaError(f"{source}: the head size {D} / {H} = {dim // n_heads} is odd")
+    hs = dim // n_heads
+    if hs % 2:  # rotary embeddings rotate pairs of channels
+        raise LlamaError(f"{source}: the head size {D} / {H} = {hs} is odd")
     # this model derives the head size from the two: no other fits
     head_dim = None if meta else c.get("head_dim")
-    if head_dim is not None and head_dim != dim // n_heads:
-        raise LlamaError(
-            f"{source}: head_dim {head_dim!r} contradicts {D} / {H} = {dim // n_heads}"
-        )
+    if head_dim is not None and head_dim != hs:
+        raise LlamaError(f"{source}: head_dim {head_dim!r} contradicts {D} / {H} = {hs}")
     if scaling and scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
         # the interpolation divides by their difference
         lo, hi = scaling["low_freq_factor"], scaling["high_freq_factor"]
         raise LlamaError(f"{source}: high_freq_factor {hi} must exceed low_freq_factor {lo}")
     return kw
+
+
+def _meta_fields(c, source, kw):
+    """params.json's FFN width (into kw) -> Llama 3.1's rope scaling (or None), and its factor."""
+    hidden = int(2 * 4 * kw["dim"] / 3)  # Meta's FFN width rule
+    if mult := _positive(c, "ffn_dim_multiplier", source, None, integer=False):
+        hidden = int(mult * hidden)
+    m = _positive(c, "multiple_of", source, 256)
+    kw["ffn_hidden"] = m * ((hidden + m - 1) // m)
+    scaled = c.get("use_scaled_rope", False)
+    if not isinstance(scaled, bool):
+        raise LlamaError(f"{source}: use_scaled_rope must be true or false, not {scaled!r}")
+    factor = _positive(c, "rope_scaling_factor", source, None, integer=False) if scaled else None
+    return (dict(_LLAMA31_ROPE) if scaled else None), factor
+
+
+def _hf_fields(c, source, kw):
+    """config.json's FFN width, rope theta (into kw) -> rope scaling (or None), and its factor."""
+    kw["ffn_hidden"] = _positive(c, "intermediate_size", source)
+    # transformers >= 5 writes rope_parameters, older versions rope_scaling
+    key = "rope_parameters" if c.get("rope_parameters") is not None else "rope_scaling"
+    rp, rsource = c.get(key) or {}, f"{source} {key}"  # the parameters, and where they are
+    if not isinstance(rp, dict):
+        raise LlamaError(f"{source}: {key} must be an object, not {rp!r}")
+    kind = rp.get("rope_type", rp.get("type", "default"))
+    if kind not in ("default", "llama3"):
+        why = "this loader knows 'default' and 'llama3'"
+        raise LlamaError(f"{source}: unknown rope type {kind!r} ({why})")
+    theta = _positive(rp, "rope_theta", rsource, None, integer=False)
+    kw["rope_theta"] = theta or kw["rope_theta"]
+    if kind != "llama3":
+        return None, None
+    # all three are required here; the defaults' types tell an integer from a number
+    ints = {k: type(v) is int for k, v in _LLAMA31_ROPE.items()}
+    scaling = {k: _positive(rp, k, rsource, integer=i) for k, i in ints.items()}
+    return scaling, _positive(rp, "factor", rsource, integer=False)
 
 
 def _read_safetensors(path):
@@ -192,15 +196,15 @@ def _read_safetensors(path):
             raise LlamaError(f"{path}: {name} is {dtype!r}; only F32, F16, BF16 are supported")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise LlamaError(f"{path}: {name} has shape {shape!r}, not a list of sizes")
-        dt, count = _ST_DTYPES[dtype], math.prod(shape)
+        dt = _ST_DTYPES[dtype]
+        count = math.prod(shape)
         if type(a) is not int or type(b) is not int or a < 0 or b - a != count * dt.itemsize:
             what = f"{count} {dtype} values"
             raise LlamaError(f"{path}: {name} has data_offsets {[a, b]}, which do not hold {what}")
         if 8 + n + b > size:
             raise LlamaError(f"{path} is truncated: {name} ends past the end of the file")
-        t = torch.empty(0, dtype=dt)  # frombuffer refuses an empty view
-        if count:
-            t = torch.frombuffer(buf, dtype=dt, count=count, offset=8 + n + a)
+        empty = torch.empty(0, dtype=dt)  # frombuffer refuses an empty view
+        t = torch.frombuffer(buf, dtype=dt, count=count, offset=8 + n + a) if count else empty
         out[name] = t.view(shape)
     return out
 
@@ -241,12 +245,9 @@ def _hf_tensors(path, n_heads, n_kv_heads):
 
 def _llama_tokenizer(path, tokenizer_path, vocab_size, stop_text=None):
     """tokenizer_path, else tokenizer.model in DIR, DIR/original (HF repos) or DIR/..; else None."""
-    dirs = ((), ("original",), ("..",))
-    cands = (
-        [tokenizer_path]
-        if tokenizer_path
-        else [os.path.join(path, *d, "tokenizer.model") for d in dirs]
-    )
+    cands = [os.path.join(path, *d, "tokenizer.model") for d in ((), ("original",), ("..",))]
+    if tokenizer_path:
+        cands = [tokenizer_path]
     found = next((c for c in cands if os.path.isfile(c)), None)
     if found is None:
         if tokenizer_path:
@@ -264,6 +265,21 @@ def _llama_tokenizer(path, tokenizer_path, vocab_size, stop_text=None):
         n = tok.vocab_size
         raise LlamaError(f"tokenizer {found} has {n} tokens but the weights have {vocab_size}")
     return tok
+
+
+def _meta_tensors(path):
+    """The state dict of Meta's layout: one consolidated.00.pth, memory-mapped."""
+    files = sorted(glob.glob(os.path.join(path, "consolidated.*.pth")))
+    if len(files) != 1:
+        n = len(files)
+        raise LlamaError(f"{path} holds {n} consolidated.*.pth, not one (merge the shards)")
+    try:
+        sd = torch.load(files[0], map_location="cpu", mmap=True, weights_only=True)
+    except Exception as e:
+        raise LlamaError(f"cannot read {files[0]} ({type(e).__name__})") from None
+    if not isinstance(sd, dict):
+        raise LlamaError(f"{files[0]} holds a {type(sd).__name__}, not a state dict")
+    return sd
 
 
 def load_llama(
@@ -290,19 +306,7 @@ def load_llama(
     if not isinstance(conf, dict):
         raise LlamaError(f"{path}/{source} is not a JSON object")
     kw = _model_fields(conf, meta, rope_scaling_factor)
-    if meta:
-        files = sorted(glob.glob(os.path.join(path, "consolidated.*.pth")))
-        if len(files) != 1:
-            n = len(files)
-            raise LlamaError(f"{path} holds {n} consolidated.*.pth, not one (merge the shards)")
-        try:
-            sd = torch.load(files[0], map_location="cpu", mmap=True, weights_only=True)
-        except Exception as e:
-            raise LlamaError(f"cannot read {files[0]} ({type(e).__name__})") from None
-        if not isinstance(sd, dict):
-            raise LlamaError(f"{files[0]} holds a {type(sd).__name__}, not a state dict")
-    else:
-        sd = _hf_tensors(path, kw["n_heads"], kw["n_kv_heads"])
+    sd = _meta_tensors(path) if meta else _hf_tensors(path, kw["n_heads"], kw["n_kv_heads"])
     # checked before building: a model of absurd depth would take forever
     n = len({str(k).split(".")[1] for k in sd if str(k).startswith("layers.")})
     if n != kw["n_layers"]:

@@ -1,6 +1,7 @@
 """
-The one transformer of nanocorrect, hand-rolled: config, attention, MLP, block, model; then the
-batches it reads (packed for training, left-padded for generation) and generation with a KV cache.
+The one transformer of nanocorrect, hand-rolled: config, attention, MLP, block and GPT, whose
+forward reads top to bottom; the position signals (learned, RoPE, abacus) come last, for a reader
+to skip. Generation with a KV cache is in generate.py, training batches in common.py.
 Parameter names follow Meta's Llama reference (tok_embeddings, layers.N.attention.wq, ...), so
 Llama weights map onto it one to one (llama.py); ModelConfig's switches give a tiny nanoGPT-style
 model (LayerNorm, GELU, learned positions) or a Llama block (RMSNorm, SwiGLU, RoPE, grouped-query
@@ -15,7 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # the position kinds that use each signal; abacus_rope uses both (RoPE: which number a digit is in)
-ABACUS_POS, ROPE_POS = ("abacus", "abacus_rope"), ("rope", "abacus_rope")
+ABACUS_POS = ("abacus", "abacus_rope")
+ROPE_POS = ("rope", "abacus_rope")
 
 
 @dataclass
@@ -54,7 +56,7 @@ class ModelConfig:
         return self.pos in ROPE_POS
 
 
-# ----------------------------------------------------------------------------- parts
+# ----------------------------------------------------------------------------- the transformer
 
 
 class RMSNorm(nn.Module):
@@ -64,56 +66,23 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(
-            x
-        ) * self.weight
+        x32 = x.float()  # the mean of squares in fp32 whatever the model's dtype
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
 
 
 def make_norm(cfg):
-    return (
-        RMSNorm(cfg.dim, cfg.norm_eps)
-        if cfg.norm == "rmsnorm"
-        else nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
-    )
-
-
-def rope_frequencies(cfg):
-    """Inverse frequencies of rotary embeddings, with Llama 3.1's scaling of long wavelengths."""
-    hd = cfg.head_dim
-    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
-    s = cfg.rope_scaling
-    if s:
-        factor, lo, hi = s["factor"], s.get("low_freq_factor", 1.0), s.get("high_freq_factor", 4.0)
-        old = s.get("original_max_position_embeddings", 8192)
-        wavelen = 2 * math.pi / inv
-        smooth = ((old / wavelen) - lo) / (hi - lo)
-        scaled = torch.where(wavelen > old / lo, inv / factor, inv)  # long: divided by factor
-        mid = (wavelen <= old / lo) & (wavelen >= old / hi)  # in between: interpolated
-        inv = torch.where(mid, (1 - smooth) * inv / factor + smooth * inv, scaled)
-    return inv
-
-
-def apply_rope(x, cos, sin):
-    """Rotate interleaved pairs (x0,x1), (x2,x3), ... as Meta's reference does; x: (B, H, T, hd)."""
-    x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
-    return out.type_as(x)
-
-
-def digit_indices(idx, digit_lo, starts=False):
-    """Index of each digit inside its own run of digits (1, 2, 3, ...), 0 for every other token.
-    starts (bool, like idx): where a sequence begins, which also begins a run (packed rows)."""
-    d = ((idx >= digit_lo) & (idx < digit_lo + 10)).long()
-    c = d.cumsum(-1)
-    run_start = torch.where((d == 0) | starts, c - d, 0)  # the count just before each run
-    return (c - torch.cummax(run_start, dim=-1).values) * d
+    if cfg.norm == "rmsnorm":
+        return RMSNorm(cfg.dim, cfg.norm_eps)
+    return nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
 
 
 class Attention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.n_heads = cfg.n_heads
+        self.n_kv_heads = cfg.n_kv_heads
+        self.head_dim = cfg.head_dim
         self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
         self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
@@ -121,18 +90,24 @@ class Attention(nn.Module):
 
     def forward(self, x, rope, mask, cache, layer):
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, nh, hs)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, nkv, hs)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, nkv, hs)
+        q = q.transpose(1, 2)  # (B, nh, T, hs)
+        k = k.transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.transpose(1, 2)  # (B, nkv, T, hs)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if cache is not None:
-            k, v = cache.insert(layer, k, v)
+            q = apply_rope(q, *rope)
+            k = apply_rope(k, *rope)
+        if cache is not None:  # the keys and values of every token so far, these included
+            k, v = cache.insert(layer, k, v)  # (B, nkv, Tk, hs), Tk = cache start + T
         if self.n_kv_heads != self.n_heads:  # grouped-query attention: share each k/v head
             rep = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+            k = k.repeat_interleave(rep, dim=1)  # (B, nh, Tk, hs)
+            v = v.repeat_interleave(rep, dim=1)  # (B, nh, Tk, hs)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
-        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+        y = y.transpose(1, 2).reshape(B, T, -1)  # (B, nh, T, hs) -> (B, T, nh * hs)
+        return self.wo(y)
 
 
 class FeedForward(nn.Module):
@@ -152,8 +127,10 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.attention_norm, self.attention = make_norm(cfg), Attention(cfg)
-        self.ffn_norm, self.feed_forward = make_norm(cfg), FeedForward(cfg)
+        self.attention_norm = make_norm(cfg)
+        self.attention = Attention(cfg)
+        self.ffn_norm = make_norm(cfg)
+        self.feed_forward = FeedForward(cfg)
 
     def forward(self, x, rope, mask, cache, layer):
         x = x + self.attention(self.attention_norm(x), rope, mask, cache, layer)
@@ -197,168 +174,98 @@ class GPT(nn.Module):
         """idx (B, T) -> (logits (B, T, V), loss or None); targets are -1 where there is no loss.
         positions: each token's position in its own sequence (default: 0..T-1 after the cache's; a
         packed row holds several sequences); mask: boolean (B, 1, T, T_keys) for padding or packing,
-        else causal; digit_index: abacus indices (computed from idx unless generate(), whose cache
-        splits numbers, gives them)."""
+        else causal (needed past a cache's start); cache: generate.py's KVCache; digit_index: abacus
+        indices (computed from idx unless given: generate's cache splits numbers)."""
         B, T = idx.shape
-        start = cache.pos if cache is not None else 0
-        if positions is None:
-            positions = torch.arange(start, start + T, device=idx.device).expand(B, T)
-        if positions.max() >= self.cfg.block_size:
+        start = 0 if cache is None else cache.pos
+        # host ints, no device sync: positions are below start + T (packed ones below T)
+        if start + T > self.cfg.block_size:
             raise ValueError(
-                f"sequence of {int(positions.max()) + 1} tokens exceeds "
-                f"block_size {self.cfg.block_size}"
+                f"sequence of {start + T} tokens exceeds block_size {self.cfg.block_size}"
             )
-        x = self.tok_embeddings(idx)
-        rope = None
-        if self.cfg.pos == "learned":
-            x = x + self.pos_embeddings(positions)
-        if self.cfg.rope:
-            ang = positions[:, None, :, None].float() * self.inv_freq  # (B, 1, T, hd/2)
-            rope = (ang.cos(), ang.sin())
-        if self.cfg.abacus:
-            starts = positions == 0  # a sequence starts at position 0 (a packed row holds several)
-            di = (
-                digit_indices(idx, self.cfg.digit_lo, starts)
-                if digit_index is None
-                else digit_index
-            )
-            if di.max() >= self.cfg.max_digit_index:
-                raise ValueError(
-                    f"a number of {int(di.max())} digits is longer than the model supports "
-                    f"(max_digit_index {self.cfg.max_digit_index})"
-                )
-            if self.training and self.cfg.abacus_offset > 0:
-                # one random shift per sequence, and none for half of them: the low indices that
-                # every evaluation uses stay well trained while the high ones get trained too
-                seq = starts.long().cumsum(-1).clamp(min=1) - 1
-                S = int(seq.max()) + 1
-                shift = torch.randint(0, self.cfg.abacus_offset + 1, (B, S), device=idx.device)
-                shift = (shift * (torch.rand(B, S, device=idx.device) < 0.5)).gather(1, seq)
-                di = torch.where(di > 0, di + shift, di)
-            x = x + self.digit_embeddings(di.clamp(max=self.cfg.max_digit_index - 1))
-        if (
-            cache is not None and mask is None and cache.pos > 0
-        ):  # no padding: causal over cache + new
-            mask = attention_mask(
-                torch.ones(B, cache.pos + T, dtype=torch.bool, device=idx.device), T
-            )
+        if start > 0 and mask is None:
+            raise ValueError("past the start of a cache, the mask must say which keys to attend")
+        if positions is None:
+            positions = torch.arange(start, start + T, device=idx.device).expand(B, T)  # (B, T)
+        x = self.tok_embeddings(idx)  # (B, T, dim)
+        x, rope = self.position_signal(x, idx, positions, digit_index)
         for i, layer in enumerate(self.layers):
             x = layer(x, rope, mask, cache, i)
         if cache is not None:
             cache.advance(T)
-        logits = self.output(self.norm(x))
+        logits = self.output(self.norm(x))  # (B, T, V)
         if targets is None:
             return logits, None
-        return logits, F.cross_entropy(
-            logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
-        )
+        flat = logits.float().view(-1, logits.size(-1))  # (B * T, V)
+        return logits, F.cross_entropy(flat, targets.view(-1), ignore_index=-1)  # targets (B * T,)
+
+    # ------------------------------------------------------------------------- position signals
+
+    def position_signal(self, x, idx, positions, digit_index):
+        """-> (x plus the learned or abacus embeddings, RoPE's (cos, sin) or None)."""
+        rope = None
+        if self.cfg.pos == "learned":
+            x = x + self.pos_embeddings(positions)  # (B, T, dim)
+        if self.cfg.rope:
+            ang = positions[:, None, :, None].float() * self.inv_freq  # (B, 1, T, hs/2)
+            rope = (ang.cos(), ang.sin())
+        if self.cfg.abacus:
+            di = self.abacus_index(idx, positions, digit_index)
+            x = x + self.digit_embeddings(di)  # (B, T, dim)
+        return x, rope
+
+    def abacus_index(self, idx, positions, digit_index):
+        """Each digit's index in its own number (B, T); in training, shifted at random."""
+        cfg = self.cfg
+        starts = positions == 0  # a sequence starts at position 0 (a packed row holds several)
+        di = digit_index
+        if di is None:
+            di = digit_indices(idx, cfg.digit_lo, starts)
+            if di.max() >= cfg.max_digit_index:
+                raise ValueError(
+                    f"a number of {int(di.max())} digits is longer than the model supports "
+                    f"(max_digit_index {cfg.max_digit_index})"
+                )
+        if self.training and cfg.abacus_offset > 0:
+            # one random shift per sequence, and none for half of them: the low indices that
+            # every evaluation uses stay well trained while the high ones get trained too
+            seq = starts.long().cumsum(-1).clamp(min=1) - 1  # (B, T): which sequence of its row
+            B = idx.size(0)
+            S = int(seq.max()) + 1
+            shift = torch.randint(0, cfg.abacus_offset + 1, (B, S), device=idx.device)
+            shift = (shift * (torch.rand(B, S, device=idx.device) < 0.5)).gather(1, seq)  # (B, T)
+            di = torch.where(di > 0, di + shift, di)
+        return di.clamp(max=cfg.max_digit_index - 1)
 
 
-# ----------------------------------------------------------------------------- generation
+def digit_indices(idx, digit_lo, starts=False):
+    """Index of each digit inside its own run of digits (1, 2, 3, ...), 0 for every other token.
+    starts (bool, like idx): where a sequence begins, which also begins a run (packed rows)."""
+    d = ((idx >= digit_lo) & (idx < digit_lo + 10)).long()
+    c = d.cumsum(-1)
+    run_start = torch.where((d == 0) | starts, c - d, 0)  # the count just before each run
+    return (c - torch.cummax(run_start, dim=-1).values) * d
 
 
-class KVCache:
-    """Keys and values of every layer for a batch of sequences, filled left to right: insert()
-    writes one layer's new k/v at pos and returns all up to them; advance() moves pos once every
-    layer has written."""
-
-    def __init__(self, batch, n_layers, n_kv_heads, max_len, head_dim, device, dtype):
-        shape = (n_layers, batch, n_kv_heads, max_len, head_dim)
-        self.k, self.v = (torch.zeros(shape, device=device, dtype=dtype) for _ in range(2))
-        self.pos = 0
-
-    def insert(self, layer, k, v):
-        T = k.size(2)
-        self.k[layer, :, :, self.pos : self.pos + T] = k
-        self.v[layer, :, :, self.pos : self.pos + T] = v
-        return self.k[layer, :, :, : self.pos + T], self.v[layer, :, :, : self.pos + T]
-
-    def advance(self, T):
-        self.pos += T
+def rope_frequencies(cfg):
+    """Inverse frequencies of rotary embeddings, with Llama 3.1's scaling of long wavelengths."""
+    hd = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    s = cfg.rope_scaling
+    if s:
+        factor = s["factor"]
+        lo, hi = s.get("low_freq_factor", 1.0), s.get("high_freq_factor", 4.0)
+        old = s.get("original_max_position_embeddings", 8192)
+        wavelen = 2 * math.pi / inv
+        smooth = ((old / wavelen) - lo) / (hi - lo)
+        scaled = torch.where(wavelen > old / lo, inv / factor, inv)  # long: divided by factor
+        mid = (wavelen <= old / lo) & (wavelen >= old / hi)  # in between: interpolated
+        inv = torch.where(mid, (1 - smooth) * inv / factor + smooth * inv, scaled)
+    return inv
 
 
-def attention_mask(real, n_new):
-    """Which keys each of the last n_new positions may attend to: itself and the real (not padding)
-    positions before it. real: (B, T) bool -> (B, 1, n_new, T); a padding position sees itself."""
-    T = real.size(1)
-    q = torch.arange(T - n_new, T, device=real.device)[:, None]
-    k = torch.arange(T, device=real.device)[None, :]
-    return (((k <= q) & real[:, None, :]) | (k == q))[:, None]
-
-
-def left_pad(prompts, pad_id, device):
-    """Token-id lists of any lengths -> ids (B, L) padded on the left, and where they are real."""
-    B, L = len(prompts), max(len(p) for p in prompts)
-    idx = torch.full((B, L), pad_id, dtype=torch.long, device=device)
-    real = torch.zeros(B, L, dtype=torch.bool, device=device)
-    for i, p in enumerate(prompts):
-        idx[i, L - len(p) :] = torch.tensor(p, dtype=torch.long)
-        real[i, L - len(p) :] = True
-    return idx, real
-
-
-def next_token(logits, temperature, top_k, generator):
-    """Greedy at temperature 0, else a sample from the (top-k) softmax. logits: (B, V)."""
-    if temperature == 0:
-        return logits.argmax(-1)
-    logits = logits / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(F.softmax(logits, -1), 1, generator=generator).squeeze(-1)
-
-
-@torch.no_grad()
-def generate(
-    model,
-    prompts,
-    max_new_tokens,
-    temperature=0.0,
-    top_k=None,
-    stop_id=None,
-    num_samples=1,
-    pad_id=0,
-    use_cache=True,
-    generator=None,
-):
-    """Batched sampling from token-id lists of any lengths (left-padded here) -> generated id
-    lists, prompt-major, each cut after stop_id (one id or several); temperature 0 = greedy.
-    use_cache=False recomputes the whole prefix each step (slow; kept to test the cache against)."""
-    stops = [] if stop_id is None else [stop_id] if isinstance(stop_id, int) else list(stop_id)
-    was_training, cfg, dev = model.training, model.cfg, next(model.parameters()).device
-    model.eval()
-    idx, real = left_pad([p for p in prompts for _ in range(num_samples)], pad_id, dev)
-    B, L = idx.shape
-    if L + max_new_tokens > cfg.block_size:
-        raise ValueError(
-            f"a prompt of {L} tokens and {max_new_tokens} new ones is longer than the model "
-            f"supports (block_size {cfg.block_size})"
-        )
-    digit = digit_indices(idx, cfg.digit_lo) * real  # abacus indices, none on padding
-    dtype = next(model.parameters()).dtype
-    shape = dict(n_layers=cfg.n_layers, n_kv_heads=cfg.n_kv_heads, head_dim=cfg.head_dim)
-    cache = None
-    if use_cache:  # else the whole prefix is recomputed each step
-        cache = KVCache(B, max_len=L + max_new_tokens, device=dev, dtype=dtype, **shape)
-    done = torch.zeros(B, dtype=torch.bool, device=dev)
-    out = []
-    for step in range(max_new_tokens):
-        positions = (real.long().cumsum(-1) - 1).clamp(min=0)  # padding does not count
-        n_new = 1 if cache is not None and step > 0 else idx.size(1)  # decode one token, or prefill
-        new = dict(positions=positions[:, -n_new:], digit_index=digit[:, -n_new:])
-        logits, _ = model(idx[:, -n_new:], mask=attention_mask(real, n_new), cache=cache, **new)
-        nxt = next_token(logits[:, -1, :].float(), temperature, top_k, generator)
-        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-        out.append(nxt)
-        done = done | torch.isin(nxt, torch.tensor(stops, dtype=torch.long, device=dev))
-        idx = torch.cat([idx, nxt[:, None]], 1)
-        real = torch.cat([real, torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)
-        is_digit = (nxt >= cfg.digit_lo) & (nxt < cfg.digit_lo + 10)
-        # a run of digits the model writes past the table is its own mistake, not bad input: clamp
-        index = ((digit[:, -1] + 1) * is_digit).clamp(max=cfg.max_digit_index - 1)
-        digit = torch.cat([digit, index[:, None]], 1)
-        if done.all():
-            break
-    model.train(was_training)
-    rows = torch.stack(out, 1).tolist()  # each up to and including its first stop id
-    return [r[: next((i + 1 for i, t in enumerate(r) if t in stops), len(r))] for r in rows]
+def apply_rope(x, cos, sin):
+    """Rotate interleaved pairs (x0,x1), (x2,x3), ... as Meta's reference does; x: (B, H, T, hd)."""
+    x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]  # (B, H, T, hd/2) each
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, T, hd/2, 2)
+    return out.flatten(-2).type_as(x)  # (B, H, T, hd)

@@ -12,22 +12,21 @@ from dataclasses import dataclass
 
 import torch
 
+from cli import BadInput, check_fits, opt, parse_config, run_main
 from common import (
     DEVICE_HELP,
-    BadInput,
-    check_fits,
     complete,
     encode_prompt,
     load_checkpoint,
-    opt,
-    parse_config,
     pick_device,
-    run_main,
     score,
     tokenizer_from,
 )
 from cot_data import ProblemStream
 from llama import load_llama
+
+MAX_NEW = 128  # tokens generated for a prompt of your own, at most
+STREAM_SEED = 10_000  # fresh problems from a stream of their own: not smart's training problems
 
 
 @dataclass
@@ -79,7 +78,8 @@ def main(argv=None):
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     if cfg.init_from:  # a plain text completer: it stops where Llama stops
-        path, data = cfg.init_from[len("llama:") :], None
+        path = cfg.init_from[len("llama:") :]
+        data = None
         model, tok = load_llama(path, device=device)
         if tok is None:
             raise BadInput(f"{path} has no tokenizer.model to read prompts with")
@@ -89,30 +89,38 @@ def main(argv=None):
     prompts = read_prompts(cfg, tok)
     if prompts:  # your own prompts: no truth to check against, only completions
         longest = max(len(encode_prompt(tok, p)) for p in prompts)
-        new = cfg.max_new_tokens or max(1, min(128, model.cfg.block_size - longest))
-        how = dict(top_k=cfg.top_k, seed=cfg.seed)
-        for prompt, completion in zip(
-            prompts, complete(model, tok, prompts, new, cfg.temperature, **how)
-        ):
+        new = cfg.max_new_tokens or max(1, min(MAX_NEW, model.cfg.block_size - longest))
+        completions = complete(
+            model, tok, prompts, new, cfg.temperature, seed=cfg.seed, top_k=cfg.top_k
+        )
+        for prompt, completion in zip(prompts, completions):
             print(prompt + completion)
         return
     if data is None:
         raise BadInput("a Llama model needs --prompt or --prompt_file")
     n = cfg.digits or data.max_digits
-    stream = ProblemStream(data.task, data.fmt, n, n, seed=10_000 + cfg.seed)  # never evaluated
+    stream = ProblemStream(data.task, data.fmt, n, n, seed=STREAM_SEED + cfg.seed)
     try:
         problems = [stream.sample() for _ in range(cfg.num)]
     except ValueError as e:  # a format that cannot write numbers that long
         raise BadInput(str(e)) from None
-    how = dict(temperature=cfg.temperature, top_k=cfg.top_k, seed=cfg.seed, progress_bar=True)
-    recs = score(model, tok, problems, **how)
+    recs = score(
+        model,
+        tok,
+        problems,
+        temperature=cfg.temperature,
+        seed=cfg.seed,
+        top_k=cfg.top_k,
+        progress_bar=True,
+    )
     for p, r in zip(problems, recs):
         if not cfg.quiet:
             verdict = "ok " if r["correct"] else "BAD"
             print(
                 f"{verdict} {p.prompt}{r['completion']}   (answer {r['answer']}, truth {p.answer})"
             )
-    ok, steps = sum(r["correct"] for r in recs), sum(r["verified"] for r in recs)
+    ok = sum(r["correct"] for r in recs)
+    steps = sum(r["verified"] for r in recs)
     print(
         f"{data.task} {data.fmt} {n} digits: {ok}/{len(recs)} correct "
         f"({100 * ok / len(recs):.1f}%), {steps} with every step right"

@@ -19,22 +19,18 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
+from cli import BadInput, check_writable, opt, parse_config, run_main
 from common import (
     DEVICE_HELP,
     GRAD_CLIP,
-    BadInput,
     Optim,
     autocast,
     check_room,
-    check_writable,
     encode_prompt,
     eval_accuracy,
     load_checkpoint,
-    opt,
     pack,
-    parse_config,
     pick_device,
-    run_main,
     save_checkpoint,
     tokenizer_from,
     tokens_needed,
@@ -45,12 +41,11 @@ from cot_data import (
     CharTokenizer,
     DataConfig,
     ProblemStream,
-    check_format,
     eval_problems,
     percents,
 )
 from llama import load_llama
-from model import ABACUS_POS, GPT, ROPE_POS, ModelConfig
+from model import GPT, ROPE_POS, ModelConfig
 
 # the training recipe: AdamW (common.Optim: betas, clipping and the floor of the schedule there)
 WARMUP = 100  # steps of linear warmup before the cosine decay
@@ -64,7 +59,7 @@ class TrainConfig:
     out_dir: str = opt("out", "output root; smart is written to OUT_DIR/smart/ckpt.pt")
     task: str = opt("add", "addition, or multiplication by one digit", choices=TASKS)
     fmt: str = opt("reverse", "how chains of thought are written (cot_data.py)", choices=FORMATS)
-    max_digits: int = opt(None, "N: smart is trained on 1..N digits; auto: the task's N", lo=1)
+    max_digits: int = opt(None, "N: trained on 1..N digits; auto: the task's N", lo=1, hi=1000)
     steps: int = opt(None, "optimizer steps; auto: the task's own number", lo=1)
     batch_size: int = opt(64, "problems per step", lo=1, hi=65536)
     lr: float = opt(2e-3, "peak learning rate (then cosine decay to a tenth)", gt=0)
@@ -81,24 +76,28 @@ class TrainConfig:
     ffn_hidden: int = opt(512, "hidden width of the MLP", lo=1)
     pos: str = opt(
         "abacus",
-        "positions: learned, rope, none, abacus (each digit's index in its number) or abacus_rope",
+        "positions (model.py; abacus: a digit's index in its number)",
         choices=("learned", "rope", "none", "abacus", "abacus_rope"),
     )
     abacus_offset: int = opt(20, "abacus: random shift of digit indices in training", lo=0)
+    longest: int = opt(
+        None,
+        "the most digits the model holds: its digit-index table, and (unless --block_size) its "
+        "block size; auto: N + eval_extra",
+        lo=1,
+        hi=1000,
+    )
+
     block_size: int = opt(
         None,
-        "longest sequence in tokens; auto: the power of two that holds the learner's longest "
-        "correction prompt with room to answer",
+        "longest sequence in tokens; auto: the power of two that holds the learner's correction "
+        "prompt of --longest digits with room to answer",
         lo=2,
     )
 
     def check(self):
         self.max_digits = self.max_digits or TASKS[self.task].max_digits
         self.steps = self.steps or TASKS[self.task].steps
-        try:
-            check_format(self.task, self.fmt)
-        except ValueError as e:
-            raise BadInput(str(e)) from None
         if self.init_from != "scratch" and not self.init_from.startswith("llama:"):
             raise BadInput(f"--init_from={self.init_from}: use scratch or llama:DIR")
         head = self.dim // self.n_heads
@@ -107,18 +106,21 @@ class TrainConfig:
                 f"--n_heads={self.n_heads} must divide --dim={self.dim} "
                 "(into an even head size for rope)"
             )
-        longest = self.max_digits + self.eval_extra
-        if self.pos in ABACUS_POS and longest + self.abacus_offset >= ModelConfig.max_digit_index:
-            raise BadInput(
-                f"max_digits + eval_extra + abacus_offset ({longest + self.abacus_offset}) must be "
-                f"below {ModelConfig.max_digit_index}, the longest number the model indexes"
-            )
-        try:  # a format may not write numbers that long (hints)
-            problems = eval_problems(self.task, self.fmt, range(1, longest + 1), EVAL_SIZE)
+        evaluated = self.max_digits + self.eval_extra
+        self.longest = self.longest or evaluated
+        if self.longest < evaluated:
+            raise BadInput(f"--longest={self.longest}: below N + eval_extra ({evaluated})")
+        try:  # a task without that format, or a format that cannot write numbers that long (hints)
+            eval_problems(self.task, self.fmt, [self.longest], EVAL_SIZE)
         except ValueError as e:
             raise BadInput(str(e)) from None
-        need = tokens_needed(CharTokenizer(), problems)
-        self.block_size = self.block_size or 2 ** math.ceil(math.log2(need))
+
+
+def digit_table(longest, offset):
+    """Rows of the abacus digit-index table: a power of two (at least the model's default) above
+    the longest number (a sum of `longest` digits has one more) shifted by up to `offset`."""
+    need = longest + 1 + offset + 1
+    return max(ModelConfig.max_digit_index, 2 ** math.ceil(math.log2(need)))
 
 
 def new_smart(cfg, device):
@@ -131,37 +133,55 @@ def new_smart(cfg, device):
             raise BadInput(f"{path} has no tokenizer.model")
         return model, tok
     tok = CharTokenizer()
-    shape = dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_heads)
-    shape.update(ffn_hidden=cfg.ffn_hidden, pos=cfg.pos, block_size=cfg.block_size)
+    need = tokens_needed(tok, eval_problems(cfg.task, cfg.fmt, [cfg.longest], EVAL_SIZE))
     mcfg = ModelConfig(
-        tok.vocab_size, **shape, digit_lo=tok.digit_lo, abacus_offset=cfg.abacus_offset
+        vocab_size=tok.vocab_size,
+        dim=cfg.dim,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        n_kv_heads=cfg.n_heads,
+        ffn_hidden=cfg.ffn_hidden,
+        pos=cfg.pos,
+        block_size=cfg.block_size or 2 ** math.ceil(math.log2(need)),
+        digit_lo=tok.digit_lo,
+        max_digit_index=digit_table(cfg.longest, cfg.abacus_offset),
+        abacus_offset=cfg.abacus_offset,
     )
     return GPT(mcfg).to(device), tok
 
 
-def train(cfg, noise=None):
-    """Train smart (or resume it) as cfg says, saving OUT_DIR/smart/ckpt.pt at every evaluation.
-    noise(problem) -> problem may rewrite each training problem (experiments/noise.py)."""
-    device, path = pick_device(cfg.device), f"{cfg.out_dir}/smart/ckpt.pt"
-    check_writable(path)
-    torch.manual_seed(cfg.seed)
-    if cfg.resume:
-        model, ckpt, data = load_checkpoint(path, ["smart"], device)
-        if "rng" not in ckpt:
-            raise BadInput(f"{path} holds no random state to resume from")
-        if cfg.steps <= ckpt["step"]:
-            raise BadInput(f"--steps={cfg.steps}: {path} is already at step {ckpt['step']}")
-        tok, run, start = tokenizer_from(data), ckpt["run"], ckpt["step"]
-    else:
+def new_or_resumed(cfg, device, path):
+    """-> the model, its tokenizer, DataConfig, the run id, and the checkpoint resumed (None for a
+    new run)."""
+    if not cfg.resume:
         model, tok = new_smart(cfg, device)
         data = DataConfig(cfg.task, cfg.fmt, cfg.max_digits, tok.config())
-        run, start = uuid.uuid4().hex[:12], 0  # the run id every later stage copies
+        return model, tok, data, uuid.uuid4().hex[:12], None  # the run id every stage copies
+    model, ckpt, data = load_checkpoint(path, ["smart"], device)
+    if "rng" not in ckpt:
+        raise BadInput(f"{path} holds no random state to resume from")
+    if cfg.steps <= ckpt["step"]:
+        raise BadInput(f"--steps={cfg.steps}: {path} is already at step {ckpt['step']}")
+    return model, tokenizer_from(data), data, ckpt["run"], ckpt
+
+
+def train(cfg, stream=None):
+    """Train smart (or resume it) as cfg says, saving OUT_DIR/smart/ckpt.pt at every evaluation.
+    stream: where the training problems come from (anything with sample() and rng); by default
+    fresh problems of 1..N digits, never an evaluation problem."""
+    device = pick_device(cfg.device)
+    path = f"{cfg.out_dir}/smart/ckpt.pt"
+    check_writable(path)
+    torch.manual_seed(cfg.seed)
+    model, tok, data, run, ckpt = new_or_resumed(cfg, device, path)
     optim = Optim(cfg.steps, cfg.lr, cfg.batch_size, WARMUP, WEIGHT_DECAY)
     optimizer = optim.optimizer(model)
     lengths = range(1, data.max_digits + cfg.eval_extra + 1)
     check_room(model, tok, eval_problems(data.task, data.fmt, lengths, EVAL_SIZE))
-    stream = ProblemStream(data.task, data.fmt, 1, data.max_digits, seed=cfg.seed)
-    if cfg.resume:
+    stream = stream or ProblemStream(data.task, data.fmt, 1, data.max_digits, seed=cfg.seed)
+    start = 0
+    if ckpt is not None:
+        start = ckpt["step"]
         optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         stream.rng.setstate(ckpt["rng"]["stream"])
@@ -174,7 +194,6 @@ def train(cfg, noise=None):
         """batch_size fresh problems, packed end to end: x, y (-1 off the completion), positions,
         and the mask that keeps each problem to itself."""
         problems = [stream.sample() for _ in range(cfg.batch_size)]
-        problems = [noise(p) for p in problems] if noise else problems
         pairs = [(encode_prompt(tok, p.prompt), tok.encode(p.completion)) for p in problems]
         return pack(pairs, device)
 
@@ -182,10 +201,12 @@ def train(cfg, noise=None):
         tqdm.write(f"step {step}: {percents(eval_accuracy(model, tok, data, lengths, EVAL_SIZE))}")
         rng = {"torch": torch.get_rng_state(), "stream": stream.rng.getstate()}
         extra = dict(optimizer=optimizer.state_dict(), rng=rng, train_cfg=asdict(cfg))
-        save_checkpoint(path, model, "smart", step, data, run, **extra)
+        save_checkpoint(path, model, "smart", step, data, run, extra)
 
     # the training loop
-    amp, t0, tokens = autocast(device), time.time(), 0
+    amp = autocast(device)  # bf16 on a CUDA GPU, nothing on a CPU
+    t0 = time.time()
+    tokens = 0
     model.train()
     bar = tqdm(range(start, cfg.steps), desc="smart", initial=start, total=cfg.steps, disable=None)
     for step in bar:
@@ -193,7 +214,7 @@ def train(cfg, noise=None):
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y, positions, mask = get_batch()
-        with amp:  # bf16 on a CUDA GPU, nothing on a CPU
+        with amp:
             _, loss = model(x, y, positions=positions, mask=mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -36,19 +36,11 @@ import os
 import shutil
 import statistics
 from dataclasses import asdict, dataclass
-from functools import partial
 
 import evaluate
-from common import (
-    BadInput,
-    check_writable,
-    load_checkpoint,
-    opt,
-    parse_config,
-    run_main,
-    write_text,
-)
-from cot_data import truth
+from cli import BadInput, check_writable, opt, parse_config, run_main
+from common import load_checkpoint, pick_device, score, tokenizer_from, write_text
+from cot_data import eval_problems, truth
 from evaluate import markdown_table, write_results
 from experiments import probe
 from experiments.learners import Arm, improve_arm, short_stupid
@@ -94,6 +86,25 @@ class ArmsConfig:
             raise BadInput(f"--seeds={self.seeds}: use seeds like 3,4,5")
 
 
+def evaluate_arm(out, target, extra, eval_size):
+    """evaluate.py on an arm's models, its learner read by its target (study.correct_as): the
+    stage's own pieces, with the learner's rounds made here."""
+    args = [f"--out_dir={out}", f"--extra={extra}", f"--eval_size={eval_size}"]
+    cfg = parse_config(evaluate.EvaluateConfig, "", args)
+    models, data = evaluate.load_models(out, pick_device(cfg.device))
+    tok = tokenizer_from(data)
+    lengths = range(1, data.max_digits + extra + 1)
+    problems = eval_problems(data.task, data.fmt, lengths, eval_size)
+    records = {name: score(m, tok, problems, progress_bar=True) for name, m in models.items()}
+    attempts = [x["completion"] for x in records["smart"]]
+    for r in range(1, cfg.rounds + 1):  # as evaluate.learner_rounds, each read by the target
+        last = correct_as(models["learner"], tok, problems, attempts, target, progress_bar=True)
+        records["learner_on_smart" + ("" if r == 1 else f"_r{r}")] = last
+        attempts = [x["completion"] for x in last]
+    records.update(evaluate.smart_at_k(models["smart"], tok, problems, cfg.k, cfg.seed))
+    evaluate.finish(out, records, problems, data, draw=False)
+
+
 def arm_run(cfg, name, seed):
     """The arm's stupid (where it has its own), its learner and controls, evaluate.py and the probe
     in OUT_DIR/ARM-sSEED, each reused if done."""
@@ -106,15 +117,7 @@ def arm_run(cfg, name, seed):
             shutil.copy(os.path.join(cfg.from_dir, stage, "ckpt.pt"), os.path.join(out, stage))
         log = (short_stupid(out) if arm.short_stupid else "") + improve_arm(out, arm, seed)
         write_text(os.path.join(out, "log.txt"), log)  # what it printed (the rounds' numbers)
-        evaluate.main(
-            [
-                f"--out_dir={out}",
-                f"--extra={cfg.extra}",
-                f"--eval_size={cfg.eval_size}",
-                "--plot=0",
-            ],
-            correct=partial(correct_as, target=arm.target),
-        )
+        evaluate_arm(out, arm.target, cfg.extra, cfg.eval_size)
     path = os.path.join(out, "probe")
     if not os.path.exists(os.path.join(path, "results.json")):
         probe.main(

@@ -8,12 +8,20 @@ cached generation tokens/s (a batch of prompts, every row writing --new_tokens g
     python -m experiments.bench         # the default model, 1 thread; results in docs/bench.md
     python -m experiments.bench --threads=2 --repeats=9 --device=cuda
 
+With --before=DIR it times instead this checkout's generate() against an older checkout's (DIR,
+whose model.py still held generate: the code before generate.py), taking turns on the same model,
+weights and problems, and checks that both write the same tokens (docs/speed.md):
+
+    git worktree add /tmp/before a91b7b1
+    OMP_NUM_THREADS=1 python -m experiments.bench --before=/tmp/before --repeats=3
+
 The peer is GPT2LMHeadModel with our width, depth, heads, MLP width, vocabulary and context, exact
 GELU, no dropout and an untied output layer; our model uses learned positions as GPT-2 does. GPT-2
 has biases and ours has none, so the peer gets our weights with zero biases: the two compute the
 same function, and the run checks that their greedy generations agree before timing anything.
 """
 
+import importlib.util
 import os
 import platform
 import statistics
@@ -23,10 +31,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from common import BadInput, Optim, opt, parse_config, pick_device, run_main
+from cli import BadInput, opt, parse_config, run_main
+from common import GENERATE_BATCH, Optim, max_new_for, pick_device
 from cot_data import CharTokenizer, ProblemStream
 from evaluate import markdown_table
-from model import GPT, ModelConfig, generate, left_pad
+from generate import generate, left_pad
+from model import GPT, ModelConfig
 
 
 @dataclass
@@ -47,6 +57,11 @@ class BenchConfig:
     ffn_hidden: int = opt(512, "MLP hidden width of both models", lo=1)
     block_size: int = opt(256, "context of both models", lo=2)
     seed: int = opt(0, "seed of the weights and the problems", lo=0)
+    before: str = opt(None, "a checkout before generate.py: time its generation against ours")
+    digits: str = opt(
+        "12,40", "--before: operand lengths of the addition problems, comma-separated"
+    )
+    problems: int = opt(512, "--before: problems generated for, GENERATE_BATCH at a time", lo=1)
 
     def check(self):
         if self.dim % self.n_heads:
@@ -160,8 +175,7 @@ def timed(device, fn):
 
 
 def machine(cfg, device, hf):
-    import transformers
-
+    """The CPU (and GPU), system and versions; hf None: no transformers (--before)."""
     cpu = platform.processor() or platform.machine()
     if os.path.exists("/proc/cpuinfo"):
         cpu = next(
@@ -174,12 +188,14 @@ def machine(cfg, device, hf):
         )
     if device.startswith("cuda"):
         cpu += f"; GPU {torch.cuda.get_device_name(device)}"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; Python "
-        f"{platform.python_version()}, torch {torch.__version__}, transformers "
-        f"{transformers.__version__} "
-        f"(attention: {hf.config._attn_implementation}); device {device}, {cfg.threads} thread(s)"
-    )
+    versions = f"Python {platform.python_version()}, torch {torch.__version__}"
+    if hf is not None:
+        import transformers
+
+        versions += f", transformers {transformers.__version__} "
+        versions += f"(attention: {hf.config._attn_implementation})"
+    system = f"{os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    return f"{cpu}, {system}; {versions}; device {device}, {cfg.threads} thread(s)"
 
 
 def bench(cfg):
@@ -236,7 +252,7 @@ def bench(cfg):
         return generate(ours, prompts, n, pad_id=0)
 
     agree = sum(a == b for a, b in zip(gen_ours(), gen_peer(peer, prompts, n)))
-    optim = Optim(1800, 2e-3, warmup=100, weight_decay=0.1)  # train.py's AdamW
+    optim = Optim(1800, 2e-3, 64, 100, 0.1)  # train.py's AdamW
     opt_ours, opt_peer = optim.optimizer(ours), optim.optimizer(peer)
     jobs = {
         "train": (
@@ -272,8 +288,112 @@ def bench(cfg):
     }
 
 
+# ----------------------------------------------------------------------------- before and after
+
+
+def model_before(path):
+    """The model module of another checkout (its model.py), under a name of its own."""
+    spec = importlib.util.spec_from_file_location("model_before", os.path.join(path, "model.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "generate"):
+        raise BadInput(f"--before={path}: its model.py has no generate() (pick an older commit)")
+    return module
+
+
+def gen_before_after(cfg):
+    """-> one row per --digits: the seconds of each round before and after, the same greedy
+    generation of --problems addition problems (the project's max_new_for and stop id), in chunks
+    as common.complete makes them. The weights are random, so rows rarely stop early: both write
+    every token, and the run checks that they write the same ones."""
+    torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    old = model_before(cfg.before)
+    tok = CharTokenizer()
+    model_cfg = ModelConfig(  # the rest as the project's default model: abacus, context 512
+        vocab_size=tok.vocab_size,
+        digit_lo=tok.digit_lo,
+        dim=cfg.dim,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        n_kv_heads=cfg.n_heads,
+        ffn_hidden=cfg.ffn_hidden,
+    )
+    torch.manual_seed(cfg.seed)
+    after = GPT(model_cfg).to(device)
+    before = old.GPT(model_cfg).to(device)  # the same config: its fields are unchanged
+    before.load_state_dict(after.state_dict())
+    rows = []
+    for digits in map(int, cfg.digits.split(",")):
+        stream = ProblemStream("add", "reverse", digits, digits, seed=cfg.seed)
+        problems = [stream.sample() for _ in range(cfg.problems)]
+        rows.append(time_before_after(cfg, device, problems, old, before, after))
+        rows[-1]["digits"] = digits
+    return rows
+
+
+def time_before_after(cfg, device, problems, old, before, after):
+    """-> {"new": max new tokens, "tokens": written, "before"/"after": seconds of each round}"""
+    tok = CharTokenizer()
+    stop = tok.stop_id
+    pad = tok.pad_id
+    prompts = [tok.encode(p.prompt) for p in problems]
+    chunks = [prompts[i : i + GENERATE_BATCH] for i in range(0, len(prompts), GENERATE_BATCH)]
+    n = max_new_for(problems)
+
+    def gen_before():
+        return [r for c in chunks for r in old.generate(before, c, n, stop_id=stop, pad_id=pad)]
+
+    def gen_after():
+        return [r for c in chunks for r in generate(after, c, n, [stop], pad_id=pad)]
+
+    old.generate(before, chunks[0][:8], 4)  # warm-up: allocators, kernels
+    generate(after, chunks[0][:8], 4)
+    seconds = {"before": [], "after": []}
+    outs = []
+    for _ in range(cfg.repeats):
+        for who, fn in (("before", gen_before), ("after", gen_after)):  # taking turns
+            sec, out = timed(device, fn)
+            seconds[who].append(sec)
+            outs.append(out)
+    if any(out != outs[0] for out in outs):
+        raise RuntimeError("before and after, generate() wrote different tokens")
+    return dict(new=n, tokens=sum(map(len, outs[0])), **seconds)
+
+
+def main_before_after(cfg):
+    rows = gen_before_after(cfg)
+    print(f"machine: {machine(cfg, pick_device(cfg.device), None)}")
+    print(
+        f"greedy generation of {cfg.problems} addition problems, the project's default model "
+        f"(dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads, abacus), random weights; "
+        f"best of {cfg.repeats} rounds, taking turns; same tokens before and after\n"
+    )
+    table = [
+        (
+            r["digits"],
+            r["new"],
+            f"{r['tokens']:,}",
+            f"{min(r['before']):.2f}",
+            f"{min(r['after']):.2f}",
+            f"{min(r['before']) / min(r['after']):.2f}x",
+        )
+        for r in rows
+    ]
+    head = ["digits", "max new tokens", "tokens written", "before s", "after s", "before / after"]
+    print(markdown_table(head, table))
+    for r in rows:  # every round, to show how much the machine drifted
+        rounds = {who: " ".join(f"{t:.2f}" for t in r[who]) for who in ("before", "after")}
+        print(
+            f"{r['digits']} digits, every round: before {rounds['before']}; after {rounds['after']}"
+        )
+    return rows
+
+
 def main(argv=None):
     cfg = parse_config(BenchConfig, __doc__, argv)
+    if cfg.before:
+        return main_before_after(cfg)
     r = bench(cfg)
     print(f"machine: {r['machine']}")
     print(

@@ -22,7 +22,7 @@ or write another wrong one?
 import json
 from dataclasses import dataclass
 
-from common import BadInput, opt, parse_config, run_main
+from cli import BadInput, opt, parse_config, run_main
 from cot_data import make_problem
 from evaluate import markdown_table
 

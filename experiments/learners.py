@@ -28,8 +28,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.utils.parametrize as parametrize
 
+from cli import BadInput
 from common import (
-    BadInput,
     Optim,
     count_for_share,
     encode_prompt,
@@ -191,7 +191,13 @@ def short_stupid(out, short_by=SHORT_BY, seed=2):
         desc="stupid (short)",
     )
     save_checkpoint(
-        f"{out}/stupid/ckpt.pt", model, "stupid", optim.steps, data, ckpt["run"], short_by=short_by
+        f"{out}/stupid/ckpt.pt",
+        model,
+        "stupid",
+        optim.steps,
+        data,
+        ckpt["run"],
+        dict(short_by=short_by),
     )
     shorter = data.max_digits - short_by
     return f"stupid: a new model of smart's shape, trained as smart was on 1..{shorter} digits\n"
@@ -265,7 +271,7 @@ def improve_arm(out, arm, seed, **options):
             step,
             data,
             ckpt["run"],
-            target=arm.target,
+            dict(target=arm.target),
         )
     print("\n".join(lines))
     return "\n".join(lines) + "\n"

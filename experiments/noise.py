@@ -17,19 +17,12 @@ import random
 import time
 from dataclasses import asdict, dataclass
 
-from common import (
-    BadInput,
-    check_writable,
-    eval_accuracy,
-    load_checkpoint,
-    opt,
-    parse_config,
-    run_main,
-    tokenizer_from,
-)
+from cli import BadInput, check_writable, opt, parse_config, run_main
+from common import eval_accuracy, load_checkpoint, tokenizer_from
 from cot_data import (
     FORMATS,
     TASKS,
+    ProblemStream,
     answer_of,
     chain_of,
     check_format,
@@ -95,6 +88,19 @@ def noise_from_spec(spec, rng=None):
     )
 
 
+class NoisyStream:
+    """train.py's problems with noise put into each (none: as they are)."""
+
+    def __init__(self, stream, noise):
+        self.stream = stream
+        self.rng = stream.rng  # what a checkpoint saves of the stream
+        self.noise = noise
+
+    def sample(self):
+        p = self.stream.sample()
+        return self.noise(p) if self.noise else p
+
+
 CONDITIONS = [
     ("clean", "none"),
     ("static 30%", "static:0.3"),
@@ -128,7 +134,8 @@ def run(name, cfg, task, fmt, noise):
             ffn_hidden=cfg.ffn_hidden,
         )
         tcfg = parse_config(TrainConfig, "", [f"--{k}={v}" for k, v in args.items()])
-        train(tcfg, noise_from_spec(noise, random.Random(tcfg.seed)))
+        stream = ProblemStream(task, fmt, 1, tcfg.max_digits, seed=tcfg.seed)  # train.py's own
+        train(tcfg, NoisyStream(stream, noise_from_spec(noise, random.Random(tcfg.seed))))
     seconds = time.time() - t0
     model, _, data = load_checkpoint(ckpt_path)
     acc = eval_accuracy(

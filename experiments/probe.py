@@ -19,19 +19,8 @@ import os
 import random
 from dataclasses import asdict, dataclass
 
-from common import (
-    DEVICE_HELP,
-    BadInput,
-    check_room,
-    check_writable,
-    load_checkpoint,
-    opt,
-    parse_config,
-    pick_device,
-    run_main,
-    score,
-    tokenizer_from,
-)
+from cli import BadInput, check_writable, opt, parse_config, run_main
+from common import DEVICE_HELP, check_room, load_checkpoint, pick_device, score, tokenizer_from
 from cot_data import accuracy_by_digits, eval_problems
 from evaluate import markdown_table, write_results
 from experiments.study import correct_as, pyplot, results_paths

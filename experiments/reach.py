@@ -60,22 +60,18 @@ import torch
 import corrupt
 import improve
 import train
+from cli import BadInput, check_writable, opt, parse_config, run_main
 from common import (
     DEVICE_HELP,
-    BadInput,
     Optim,
-    check_writable,
     complete,
     encode_prompt,
     finetune,
     finetune_loop,
     load_checkpoint,
     max_new_for,
-    opt,
     pack,
-    parse_config,
     pick_device,
-    run_main,
     save_checkpoint,
     tokenizer_from,
     write_text,
@@ -216,7 +212,7 @@ def tune(model, newest, older, base, tok, cfg, device, seed):
             else base(rng)
         )
 
-    optim = Optim(cfg.steps, cfg.lr, warmup=20)
+    optim = Optim(cfg.steps, cfg.lr, batch_size=64, warmup=20)
     torch.manual_seed(seed)
     finetune_loop(
         model,

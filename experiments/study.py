@@ -66,10 +66,12 @@ def overwrite(answer, edit):
     return "#" + new[: len(old)] + old[len(new) :] + "$"
 
 
-def correct_as(learner, tok, problems, attempts, target="solution", **kw):
+def correct_as(
+    learner, tok, problems, attempts, target="solution", temperature=0.0, seed=0, progress_bar=False
+):
     """evaluate.correct for a learner of any target: the program puts an answer-only learner's
     answer (or, for digits, its digits) after the attempt's chain of thought."""
-    recs = correct(learner, tok, problems, attempts, **kw)
+    recs = correct(learner, tok, problems, attempts, temperature, seed, progress_bar)
     if target == "solution":
         return recs
     return [

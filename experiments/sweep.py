@@ -22,16 +22,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
-from common import (
-    BadInput,
-    check_writable,
-    load_checkpoint,
-    opt,
-    parse_config,
-    run_main,
-    score,
-    tokenizer_from,
-)
+from cli import BadInput, check_writable, opt, parse_config, run_main
+from common import load_checkpoint, score, tokenizer_from
 from cot_data import TASKS, accuracy_by_digits, eval_problems, near_miss
 from evaluate import markdown_table, write_results
 from experiments.study import pyplot, reach, results_paths, script
@@ -155,7 +147,7 @@ def pipeline_run(cell, noise, cfg):
         script("improve.py", dict(out_dir=out), threads=1)
         script(
             "evaluate.py",
-            dict(out_dir=out, extra=2 * cfg.max_digits, eval_size=cfg.eval_size, plot=False),
+            dict(out_dir=out, extra=2 * cfg.max_digits, eval_size=cfg.eval_size),
             threads=1,
         )
         with open(os.path.join(out, "seconds.txt"), "w") as f:

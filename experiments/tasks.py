@@ -14,7 +14,8 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
-from common import BadInput, check_writable, opt, parse_config, run_main, write_text
+from cli import BadInput, check_writable, opt, parse_config, run_main
+from common import write_text
 from cot_data import TASKS
 from evaluate import markdown_table
 from experiments.study import results_paths, script
@@ -46,8 +47,6 @@ def task_run(cfg, task):
             args = {"out_dir": out}
             if stage == "train.py":
                 args["task"] = task  # the rest of its options follow the task
-            if stage == "evaluate.py":
-                args["plot"] = False
             script(stage, args, threads=cfg.threads or None)
             seconds[stage[:-3]] = round(time.time() - t0)
             print(f"{task}: {stage} {seconds[stage[:-3]]}s", flush=True)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import TINY
 
-from common import run_main
+from cli import run_main
 
 # a run that is accepted by mistake must still end in seconds, not train the default model
 QUICK_TRAIN = [*TINY, "--max_digits=2", "--steps=2", "--eval_extra=1"]
@@ -40,6 +40,9 @@ CASES = {
         "--n_heads=0",
         "--dim=0",
         "--block_size=1",
+        "--fmt=plain --block_size=64",
+        "--block_size=20",
+        "--longest=0",
         "--resume=ture",
         "--noise=static:0.3",
         "--init_from=foo",
@@ -47,16 +50,15 @@ CASES = {
         "--init_from=",
         "--device=tpu",
         "--device=",
-        "--max_digits=60",
-        "--fmt=plain --block_size=64",
+        "--max_digits=1001",
+        "--max_digits=8 --eval_extra=4 --longest=10",
+        "--longest=1001",
         "--fmt=hints --max_digits=30",
-        "--block_size=20",
         "--unknown=1",
         "--resume --steps=1",
         "--out_dir=",
         "--pos=rope --dim=30 --n_heads=2",
         "--pos=abacus_rope --dim=30 --n_heads=2",
-        "--pos=abacus_rope --max_digits=50",
         "--abacus_offset=-1",
     ],
     "sample.py": [
@@ -125,7 +127,6 @@ CASES = {
         "--eval_size=0",
         "--eval_size=201",
         "--extra=100",
-        "--plot=maybe",
         "--out_dir={out}/empty",
         "--out_dir=",
     ],
@@ -293,7 +294,7 @@ def test_every_option_says_what_it_does():
     [("1", True), ("true", True), ("yes", True), ("0", False), ("False", False), ("no", False)],
 )
 def test_booleans_are_strict(text, value):
-    from common import strict_bool
+    from cli import strict_bool
 
     assert strict_bool(text) is value
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from common import BadInput
+from cli import BadInput
 from experiments.bench import BenchConfig, bench, main, peer_of
 from model import GPT, ModelConfig
 

@@ -115,7 +115,7 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_reproduces_the_run(
     exactly the weights of a run that was never stopped (the random state of the data and the model
     is saved too)."""
     import train
-    from common import run_main
+    from cli import run_main
 
     args = [*TINY, "--max_digits=2", "--steps=20", "--eval_every=10", "--eval_extra=0"]
     run_main(train.main, [f"--out_dir={tmp_path}/a", *args])

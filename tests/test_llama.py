@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 
+from generate import generate
 from llama import (
     LlamaError,
     LlamaTokenizer,
@@ -18,7 +19,6 @@ from llama import (
     load_llama,
     tokenizer_from_config,
 )
-from model import generate
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "llama_tiny")
 pytestmark = pytest.mark.skipif(
@@ -499,7 +499,7 @@ def test_llama_weights_through_every_stage(tmp_path):
         ("sample.py", f"--ckpt={out}/smart/ckpt.pt", "--digits=1", "--num=20"),
         ("corrupt.py", *FAST_CORRUPT),
         ("improve.py", *FAST_IMPROVE),
-        ("evaluate.py", *FAST_EVAL, "--plot=false"),
+        ("evaluate.py", *FAST_EVAL),
     ]
     logs = {}
     for script, *args in stages:

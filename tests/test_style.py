@@ -1,5 +1,6 @@
 """The code as a reader meets it: formatted by ruff format, clean under ruff check (pyproject.toml),
-and each file within its line budget, counted as formatted (DEVELOPERS.md)."""
+each file within its line budget counted as formatted, with room to spare (a budget is a ceiling,
+not a target), and no function of the core more complex than mccabe 10 (DEVELOPERS.md)."""
 
 import glob
 import os
@@ -9,9 +10,19 @@ import subprocess
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUDGETS = {"train.py": 250, "common.py": 350, "model.py": 400, "cot_data.py": 450, "llama.py": 450}
-STAGE_BUDGET = 220  # corrupt.py, improve.py, evaluate.py, sample.py
-CORE_BUDGET = 2150  # every top-level .py but llama.py
+STAGES = ("train.py", "corrupt.py", "improve.py", "evaluate.py", "sample.py", "extend.py")
+BUDGETS = {
+    **{stage: 250 for stage in STAGES},
+    "common.py": 350,  # the shared module
+    "model.py": 400,
+    "cot_data.py": 480,
+    "generate.py": 200,
+    "llama.py": 450,
+}
+SMALL_MODULE = 150  # any other top-level module (cli.py): small, shared by two or more stages
+ROOM = 10  # no file within this many lines of its budget
+CORE_BUDGET = 2500  # every top-level .py but the optional llama.py
+MAX_COMPLEXITY = 10  # ruff's mccabe C901, on every top-level .py
 MAX_STAGE_OPTIONS = 60
 
 
@@ -31,17 +42,27 @@ def test_the_tree_passes_the_linter():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_no_function_of_the_core_is_too_complex():
+    core = sorted(glob.glob(os.path.join(ROOT, "*.py")))
+    config = f"lint.mccabe.max-complexity={MAX_COMPLEXITY}"
+    r = ruff("check", "--select", "C901", "--config", config, *core)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def lines(path):
     with open(os.path.join(ROOT, path)) as f:
         return sum(1 for _ in f)
 
 
-def test_every_file_is_within_its_line_budget():
+def test_every_file_is_within_its_line_budget_with_room():
     core = [os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "*.py"))]
-    core = [p for p in core if p != "llama.py"]
-    over = {p: lines(p) for p in core + ["llama.py"] if lines(p) > BUDGETS.get(p, STAGE_BUDGET)}
-    assert not over, f"over budget: {over}"
-    assert sum(map(lines, core)) <= CORE_BUDGET
+    tight = {}
+    for path in core:
+        budget = BUDGETS.get(path, SMALL_MODULE)
+        if lines(path) > budget - ROOM:
+            tight[path] = f"{lines(path)} lines, budget {budget}"
+    assert not tight, f"over or within {ROOM} lines of budget: {tight}"
+    assert sum(lines(p) for p in core if p != "llama.py") <= CORE_BUDGET
 
 
 def test_the_stages_have_at_most_60_options():

@@ -12,7 +12,8 @@ import evaluate
 import improve
 import sample
 import train
-from common import BadInput, save_checkpoint
+from cli import BadInput
+from common import save_checkpoint
 from cot_data import (
     KEEP,
     TASKS,
@@ -60,7 +61,7 @@ def every_stage(tmp_path, task, fmt):
         improve.main([out, "--problems=24", "--steps=2", "--attempt_temperature=3.0"])
     except BadInput as e:  # a tiny smart may solve nothing yet (hints): pairs are tested below
         assert "no correction pairs" in str(e)
-    evaluate.main([out, "--eval_size=4", "--extra=1", "--k=2", "--rounds=1", "--plot=0"])
+    evaluate.main([out, "--eval_size=4", "--extra=1", "--k=2", "--rounds=1"])
     d = json.load(open(tmp_path / "results.json"))
     assert (d["task"], d["fmt"]) == (task, fmt) and set(d["chance"]) == {"1", "2"}
     for _name, m in d["models"].items():
