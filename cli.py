@@ -9,6 +9,7 @@ import math
 import operator
 import os
 import sys
+import tempfile
 from dataclasses import field, fields
 
 from llama import LlamaError
@@ -124,5 +125,15 @@ def check_writable(*paths):
         parent = os.path.dirname(path)
         while not os.path.exists(parent):
             parent = os.path.dirname(parent)
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        if not os.path.isdir(parent) or not can_make_in(parent):
             raise BadInput(f"cannot write {path}: {parent} is not a writable folder")
+
+
+def can_make_in(folder):
+    """Whether a folder can be made in `folder`: tried (and removed), since access() says yes to
+    root even where nothing can be made (/proc)."""
+    try:
+        tempfile.TemporaryDirectory(dir=folder).cleanup()
+    except OSError:
+        return False
+    return True

@@ -7,17 +7,14 @@ is the chain of thought, then '#', the final answer, and '$' (the stop token). T
 only what stands between the last '#' and '$' and compares it with the truth recomputed from the
 operands; check_chain checks every step as well.
 
-Formats (difficulty = the number of digits n of the operands):
-  reverse  every number least-significant digit first; one carry row, then the answer row, so
-           digit i of the answer depends on digit i of the operands and of the carry row: with
-           abacus positions (model.py) that alignment is what lets a model go past its N.
-  plain    numbers as usual (most significant first); one line per column.
-  answer   no chain of thought: '#answer$' straight after the prompt (reverse digit order).
-  steps    numbers least-significant digit first, and one line per column ('4+7+0=11;').
-  compact  as steps, each column a fixed-size step 'a b carry > sum carry', no signs ('470>11;').
-  hints    as reverse, with a letter naming each digit's significance before it ('a4b3' is 34),
-           so digits of one column can be matched by content (Zhou et al. 2024); up to 26 digits.
-Every stage takes --fmt; experiments/sweep.py compares the formats (reverse goes furthest).
+Formats (difficulty = the number of digits n of the operands; every stage takes --fmt):
+  reverse  numbers least-significant digit first; a carry row, then the answer row, digit i of
+           each aligned with digit i of the operands: what abacus positions (model.py) read.
+  plain    numbers as usual; a line per column.
+  answer   '#answer$' alone: no chain of thought.
+  steps    reverse digits, a line per column ('4+7+0=11;').
+  compact  as steps, a fixed-size step per column ('470>11;').
+  hints    as reverse, a letter naming each digit's place before it ('a4b3' is 34; <= 26 digits).
 """
 
 import random
@@ -326,6 +323,22 @@ def eval_exclusions(task, max_digits):
     return {
         tuple(ops) for n in range(1, max_digits + 1) for ops in eval_operands(task, n, EVAL_MAX)
     }
+
+
+def fresh_problems(task, fmt, n, count, seed, seen):
+    """count n-digit problems from a stream of their own, none evaluated, none in `seen` (which
+    they join): a length can be labelled round after round, on new problems each time."""
+    rng = random.Random(_seed("fresh", task, n, seed))
+    evaluated = {tuple(ops) for ops in eval_operands(task, n, EVAL_MAX)}
+    problems = []
+    for _ in range(100 * count):  # a short length may run out of new problems
+        ops = tuple(random_operands(task, n, rng))
+        if ops not in seen and ops not in evaluated:
+            seen.add(ops)
+            problems.append(make_problem(task, ops, fmt, n))
+        if len(problems) == count:
+            break
+    return problems
 
 
 class ProblemStream:

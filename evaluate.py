@@ -8,7 +8,6 @@ verdict: of smart's mistakes past N, how many does the learner fix when handed s
 results.png needs matplotlib; without it the rest is written all the same.
 """
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -19,14 +18,12 @@ from common import (
     DEVICE_HELP,
     GENERATE_BATCH,
     MODELS,
-    atomic_write,
     check_room,
     load_checkpoint,
     max_new_for,
     pick_device,
     score,
     tokenizer_from,
-    write_text,
 )
 from cot_data import (
     EVAL_MAX,
@@ -38,6 +35,7 @@ from cot_data import (
     mistake_shares,
     record_of,
 )
+from report import markdown_table, pyplot, write_results
 
 K_TEMPERATURE = 0.7  # of smart's samples for pass@k and majority@k
 
@@ -139,30 +137,11 @@ def report(records, accuracy, v, problems, data):
     return text + markdown_table(header, rows), chance
 
 
-def markdown_table(header, rows):
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
-
-
-def write_results(out_dir, text, data, fig=None):
-    """results.md (the text), results.json (everything) and results.png (the plot, if any)."""
-    print("\n" + text)
-    write_text(f"{out_dir}/results.md", text.rstrip("\n") + "\n")
-    write_text(f"{out_dir}/results.json", json.dumps(data))
-    if fig is not None:
-        atomic_write(f"{out_dir}/results.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    print(f"wrote {out_dir}/results.md, results.json{', results.png' if fig is not None else ''}")
-
-
 def plot(accuracy, N):
     """Left: the test (smart, the learner handed smart's output, the controls); right: the rest."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # no screen needed
-        import matplotlib.pyplot as plt
-    except ImportError:  # matplotlib is optional
-        return print("(no matplotlib: no results.png)")
+    plt = pyplot()
+    if plt is None:
+        return None
     lengths = [int(n) for n in accuracy["smart"]]
     test = ["smart", "learner_on_smart", *CONTROLS]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)

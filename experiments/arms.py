@@ -41,10 +41,10 @@ import evaluate
 from cli import BadInput, check_writable, opt, parse_config, run_main
 from common import load_checkpoint, pick_device, score, tokenizer_from, write_text
 from cot_data import eval_problems, truth
-from evaluate import markdown_table, write_results
 from experiments import probe
 from experiments.learners import Arm, improve_arm, short_stupid
-from experiments.study import correct_as, pyplot, results_paths
+from experiments.study import correct_as
+from report import markdown_table, pyplot, results_paths, write_results
 
 ARMS = {
     "rewrite": Arm(),

@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from cli import BadInput, opt, parse_config, run_main
 from common import GENERATE_BATCH, Optim, max_new_for, pick_device
 from cot_data import CharTokenizer, ProblemStream
-from evaluate import markdown_table
 from generate import generate, left_pad
 from model import GPT, ModelConfig
+from report import markdown_table
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from cli import BadInput, opt, parse_config, run_main
 from cot_data import make_problem
-from evaluate import markdown_table
+from report import markdown_table
 
 SLIPS = (
     "carry of a neighbour",

@@ -31,8 +31,7 @@ from cot_data import (
     static_noise,
     with_completion,
 )
-from evaluate import markdown_table, write_results
-from experiments.study import pyplot, results_paths
+from report import markdown_table, pyplot, results_paths, write_results
 from train import TrainConfig, train
 
 

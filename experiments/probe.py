@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from cli import BadInput, check_writable, opt, parse_config, run_main
 from common import DEVICE_HELP, check_room, load_checkpoint, pick_device, score, tokenizer_from
 from cot_data import accuracy_by_digits, eval_problems
-from evaluate import markdown_table, write_results
-from experiments.study import correct_as, pyplot, results_paths
+from experiments.study import correct_as
+from report import markdown_table, pyplot, results_paths, write_results
 
 ATTEMPTS = ("right", "slip", "smart")
 

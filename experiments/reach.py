@@ -85,9 +85,10 @@ from cot_data import (
     random_operands,
     record_of,
 )
-from evaluate import correct, markdown_table, write_results
-from experiments.study import pyplot, reach, results_paths
+from evaluate import correct
+from experiments.study import reach
 from model import ModelConfig
+from report import markdown_table, pyplot, results_paths, write_results
 
 ARMS = ("self", "corrector", "step", "filter")
 

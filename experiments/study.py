@@ -36,19 +36,6 @@ def reach(acc, N):
     return L / N
 
 
-def pyplot():
-    """matplotlib.pyplot without a screen, or None where matplotlib (optional) is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        return plt
-    except ImportError:
-        return None
-
-
 # What a learner writes (experiments/arms.py): the whole solution (the stages' learner), only the
 # answer ("#...$": the program keeps the attempt's chain of thought), or digits (the same, with its
 # answer written over the attempt's digit by digit, so that the attempt's length is kept).
@@ -84,8 +71,3 @@ def correct_as(
         )
         for r, p, a in zip(recs, problems, attempts)
     ]
-
-
-def results_paths(out_dir):
-    """Where evaluate.write_results puts a study's results.md, results.json and results.png."""
-    return [os.path.join(out_dir, f"results.{ext}") for ext in ("md", "json", "png")]

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 from cli import BadInput, check_writable, opt, parse_config, run_main
 from common import load_checkpoint, score, tokenizer_from
 from cot_data import TASKS, accuracy_by_digits, eval_problems, near_miss
-from evaluate import markdown_table, write_results
-from experiments.study import pyplot, reach, results_paths, script
+from experiments.study import reach, script
+from report import markdown_table, pyplot, results_paths, write_results
 
 
 @dataclass

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from cli import BadInput, check_writable, opt, parse_config, run_main
 from common import write_text
 from cot_data import TASKS
-from evaluate import markdown_table
-from experiments.study import results_paths, script
+from experiments.study import script
+from report import markdown_table, results_paths
 
 STAGES = ("train.py", "corrupt.py", "improve.py", "evaluate.py")
 MODELS = ("smart", "learner_on_smart", "expert_iteration", "learner_no_attempt")

@@ -152,6 +152,24 @@ CASES = {
         "--threshold=0",
         "--eval_size=10",
     ],
+    "extend.py": [
+        "--threshold=1.5",
+        "--threshold=0",
+        "--longest=8",
+        "--max_digits=5 --longest=4",
+        "--longest=1001",
+        "--smarts=0",
+        "--problems=0",
+        "--ahead=0",
+        "--steps=0",
+        "--minutes=-1",
+        "--rounds=0",
+        "--resume",
+        "--resume=maybe",
+        "--out_dir=/proc/nanocorrect",
+        "--out_dir=",
+        "--device=tpu",
+    ],
     "experiments/noise.py": ["--steps=0", "--task=division", "--eval_size=-1", "--task=median"],
     "experiments/tasks.py": ["--tasks=div", "--tasks=", "--threads=-1"],
     "experiments/digits.py": [
@@ -248,6 +266,18 @@ def test_stages_refuse_checkpoints_of_another_run(out, capsys):
     )
     set_run(out / "stupid" / "ckpt.pt", "another")
     assert "another run" in expect_one_line_error("improve.py", [f"--out_dir={out}"], capsys, out)
+
+
+def test_extend_refuses_a_smart_of_other_options_and_a_run_it_would_overwrite(out, capsys):
+    (out / "k0").mkdir()
+    shutil.copytree(out / "smart", out / "k0" / "smart")  # trained as N=2, not as extend.py's
+    err = expect_one_line_error("extend.py", [f"--out_dir={out}"], capsys, out)
+    assert "other options" in err
+    shutil.rmtree(out / "k0")
+    (out / "state.pt").write_bytes(b"not a run")
+    assert "--resume it" in expect_one_line_error("extend.py", [f"--out_dir={out}"], capsys, out)
+    err = expect_one_line_error("extend.py", [f"--out_dir={out}", "--resume"], capsys, out)
+    assert "not a readable" in err
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_the_work(out, tmp_path, capsys):

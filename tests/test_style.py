@@ -17,11 +17,15 @@ BUDGETS = {
     "model.py": 400,
     "cot_data.py": 480,
     "generate.py": 200,
+    "report.py": 200,  # the stages' reports: tables, results files, extend.py's rounds
     "llama.py": 450,
 }
 SMALL_MODULE = 150  # any other top-level module (cli.py): small, shared by two or more stages
 ROOM = 10  # no file within this many lines of its budget
-CORE_BUDGET = 2500  # every top-level .py but the optional llama.py
+# the core path: what the main job runs (the four stages and every module they import but llama.py)
+CORE = ["train.py", "corrupt.py", "improve.py", "evaluate.py", "model.py", "generate.py"]
+CORE += ["cot_data.py", "common.py", "cli.py", "report.py"]
+CORE_BUDGET = 2500
 MAX_COMPLEXITY = 10  # ruff's mccabe C901, on every top-level .py
 MAX_STAGE_OPTIONS = 60
 
@@ -62,7 +66,7 @@ def test_every_file_is_within_its_line_budget_with_room():
         if lines(path) > budget - ROOM:
             tight[path] = f"{lines(path)} lines, budget {budget}"
     assert not tight, f"over or within {ROOM} lines of budget: {tight}"
-    assert sum(lines(p) for p in core if p != "llama.py") <= CORE_BUDGET
+    assert sum(map(lines, CORE)) <= CORE_BUDGET
 
 
 def test_the_stages_have_at_most_60_options():

@@ -1,0 +1,114 @@
+"""extend.py, knowledge extended, on a tiny smart: fresh problems every round, every length measured
+on its own problems, the truth past N read by no decision, and a stopped run resumed bit for bit."""
+
+import dataclasses
+import shutil
+
+import pytest
+import torch
+from conftest import TINY
+
+import extend
+import report
+from cli import parse_config
+from cot_data import eval_operands, fresh_problems
+
+# one smart of two digits, and a schedule that moves the frontier every round up to 6 digits
+SMART = [*TINY, "--steps=300", "--lr=3e-3", "--abacus_offset=4"]
+RUN = ["--max_digits=2", "--smarts=1", "--longest=6", "--problems=32", "--ahead=2", "--steps=20"]
+RUN += ["--threshold=0.1", "--device=cpu"]
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """extend.py's smarts made with a tiny model's recipe."""
+    made = extend.smart_args
+    monkeypatch.setattr(extend, "smart_args", lambda cfg, k: made(cfg, k) + SMART)
+
+
+@pytest.fixture(scope="module")
+def first_smart(tmp_path_factory):
+    """A tiny smart trained once, copied into every run's folder below (copies are reused)."""
+    out = tmp_path_factory.mktemp("extend")
+    with pytest.MonkeyPatch.context() as m:
+        made = extend.smart_args
+        m.setattr(extend, "smart_args", lambda cfg, k: made(cfg, k) + SMART)
+        extend.make_smarts(parse_config(extend.ExtendConfig, "", [f"--out_dir={out}", *RUN]), "cpu")
+    return out / "k0"
+
+
+def run(out, first_smart, *args):
+    if not (out / "k0").exists():
+        shutil.copytree(first_smart, out / "k0")
+    return extend.extend(parse_config(extend.ExtendConfig, "", [f"--out_dir={out}", *RUN, *args]))
+
+
+def decisions(state):
+    """Everything a run decided: its schedule, its labels, and its smarts' weights."""
+    rows = [(r["round"], r["frontier"], r["agreement"], r["kept"]) for r in state["rows"]]
+    return rows, state["labels"], state["smarts"]
+
+
+def same_weights(a, b):
+    return all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
+
+
+def test_fresh_problems_are_new_every_time_and_never_evaluated():
+    seen = set()
+    first = fresh_problems("add", "reverse", 3, 100, "0:1", seen)
+    again = fresh_problems("add", "reverse", 3, 100, "0:1", seen)  # the same seed, later
+    ops = [tuple(p.operands) for p in first + again]
+    assert len(first) == len(again) == 100 and len(set(ops)) == 200
+    assert not set(ops) & {tuple(o) for o in eval_operands("add", 3, 200)}
+    assert all(p.digits == 3 for p in first + again) and set(ops) == seen
+
+
+def test_each_length_is_measured_on_its_own_problems(monkeypatch):
+    """A length holds only its own problems, at every length (the first has 20, fewer than the
+    screen): reach is the last length before the first below 90%."""
+    calls = []
+
+    def right_up_to_4(model, tok, problems):
+        calls.append({p.digits for p in problems})
+        return [p.digits <= 4 or i % 3 == 0 for i, p in enumerate(problems)]
+
+    monkeypatch.setattr(report, "every_step_right", right_up_to_4)
+    data = dataclasses.make_dataclass("Data", ["task", "fmt"])("add", "reverse")
+    reach, acc = report.measure(None, None, data, 10)
+    assert all(len(lengths) == 1 for lengths in calls)
+    assert reach == 4 and list(acc) == [1, 2, 3, 4, 5] and acc[5] < 0.9
+    assert calls.count({5}) == 2  # 5 is close: all of its problems, in two parts
+
+
+def test_the_truth_past_n_decides_nothing(tmp_path, first_smart, tiny, monkeypatch):
+    """The same labels, schedule, stop and weights with the truth replaced wherever it can be read
+    past N: the problems' reference completions and answers, and the report's reference."""
+    honest = run(tmp_path / "honest", first_smart)
+    moves = [b["frontier"] > a["frontier"] for a, b in zip(honest["rows"], honest["rows"][1:])]
+    assert sum(moves) >= 2 and honest["rows"][-1]["frontier"] == 6  # stopped by its own rule
+    lies = []
+
+    def liar(problem):
+        lies.append(problem)
+        return "#0$"
+
+    def lying_problems(*args):
+        problems = fresh_problems(*args)
+        return [dataclasses.replace(p, completion="#0$", answer="0") for p in problems]
+
+    monkeypatch.setattr(report, "reference", liar)
+    monkeypatch.setattr(extend, "fresh_problems", lying_problems)
+    lied = run(tmp_path / "lied", first_smart)
+    assert lies and decisions(lied)[:2] == decisions(honest)[:2]
+    assert same_weights(decisions(lied)[2], decisions(honest)[2])
+
+
+def test_a_stopped_run_resumes_as_if_never_stopped(tmp_path, first_smart, tiny):
+    whole = run(tmp_path / "whole", first_smart, "--rounds=3")
+    run(tmp_path / "pieces", first_smart, "--rounds=1")
+    pieces = run(tmp_path / "pieces", first_smart, "--rounds=3", "--resume")
+    assert len(whole["rows"]) == len(pieces["rows"]) > 2
+    assert decisions(pieces)[:2] == decisions(whole)[:2]
+    assert same_weights(decisions(pieces)[2], decisions(whole)[2])
+    assert (tmp_path / "pieces" / "k0" / "extended" / "ckpt.pt").exists()
+    assert (tmp_path / "pieces" / "labels.jsonl").read_text().count("\n") == len(pieces["labels"])
