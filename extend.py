@@ -4,8 +4,8 @@ where all K write the same completion, and are fine-tuned on what they kept, rou
 
 A round labels fresh problems of each length past the frontier in turn (--ahead at most) while the
 smarts agree on at least --threshold of them, moves the frontier to the last length that did, and
-tunes each smart on the round's labels, half as many earlier ones and half as many fresh 1..N
-problems. The run stops after --patience rounds without the frontier moving, at --longest, after
+tunes each smart: batches of half the round's labels, a quarter earlier ones, a quarter fresh 1..N
+problems. It stops after --patience rounds without the frontier moving, at --longest, after
 --rounds, or after the round that passes --minutes. No decision reads an answer past N: the report
 alone does (report.py). Reach: the longest L at which >= 90% of the evaluation problems of every
 length 1..L are right at every step, each length measured on its own problems, never labelled.
@@ -30,9 +30,10 @@ from common import (
     Optim,
     atomic_write,
     complete,
+    encode_prompt,
     finetune_loop,
     load_checkpoint,
-    pair_batches,
+    pack,
     pick_device,
     save_checkpoint,
     tokenizer_from,
@@ -43,6 +44,8 @@ from report import report_round, results_paths, row_line, write_rounds
 BATCH_SIZE = 64  # examples per fine-tuning step
 WARMUP = 20  # steps of linear warmup each round
 LR = 1e-3  # peak learning rate of a round's fine-tuning
+NEWEST = 0.5  # of a tuning batch: the round's labels; OLDER: earlier rounds'; the rest 1..N
+OLDER = 0.25
 # the options a resumed run must share with the run it resumes
 SAME_RUN = ("max_digits", "smarts", "longest", "problems", "ahead", "threshold", "steps", "seed")
 
@@ -128,15 +131,27 @@ def label_round(smarts, tok, data, frontier, cfg, r, seen):
 
 
 def tune(smart, newest, older, base, tok, cfg, seed):
-    """Fine-tune `smart` in place on (prompt, label) texts: the round's labels, half as many of
-    the earlier rounds' and half as many fresh 1..N problems (from `base`)."""
+    """Fine-tune `smart` in place on (prompt, label) texts: an example is one of the round's labels
+    with probability NEWEST, of the earlier rounds' OLDER, else a fresh 1..N problem from `base`
+    (never the same twice, so that no length of 1..N is forgotten)."""
     rng = random.Random(seed)
-    half = len(newest) // 2
-    fresh = [(p.prompt, p.completion) for p in (base.sample() for _ in range(half))]
-    mix = newest + rng.sample(older, min(half, len(older))) + fresh
+    device = next(smart.parameters()).device
+
+    def example():
+        u = rng.random()
+        if u < NEWEST:
+            return rng.choice(newest)
+        if u < NEWEST + OLDER and older:
+            return rng.choice(older)
+        p = base.sample()
+        return p.prompt, p.completion
+
+    def batch(step):
+        pairs = [example() for _ in range(BATCH_SIZE)]
+        return pack([(encode_prompt(tok, p), tok.encode(c)) for p, c in pairs], device)
+
     torch.manual_seed(seed)
-    batches = pair_batches(mix, tok, BATCH_SIZE, next(smart.parameters()).device, seed)
-    finetune_loop(smart, batches, Optim(cfg.steps, LR, BATCH_SIZE, WARMUP), desc="tune")
+    finetune_loop(smart, batch, Optim(cfg.steps, LR, BATCH_SIZE, WARMUP), desc="tune")
 
 
 def stopping(rows, cfg):
