@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from generate import generate
 from tqdm import tqdm
 
 from cli import BadInput
 from cot_data import CharTokenizer, DataConfig, accuracy_by_digits, eval_problems, record_of
+from generate import generate
 from llama import tokenizer_from_config
 from model import GPT, ModelConfig
 
