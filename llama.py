@@ -92,7 +92,8 @@ def _positive(c, key, source, default=_REQUIRED, integer=True):
         if default is _REQUIRED:
             raise LlamaError(f"{source} lacks {key}")
         return default
-    v, kind = c[key], "integer" if integer else "number"
+    v = c[key]
+    kind = "integer" if integer else "number"
     # bool is an int to Python, and 64.0 is not a head count: both are rejected; NaN fails v > 0
     if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)) or not v > 0:
         raise LlamaError(f"{source}: {key} must be a positive {kind}, not {v!r}")
@@ -340,8 +341,7 @@ def load_llama(
     model.inv_freq = rope_frequencies(cfg).float().to(device)
     tok = _llama_tokenizer(path, tokenizer_path, cfg.vocab_size, stop_text)
     what = f"Llama 3 ({'meta' if meta else 'hf'} layout) from {path}"
-    size, secs = f"{model.num_params():,} parameters", time.time() - t0
-    print(f"loaded {what}: {size}, {dtype}, {secs:.2f}s")
+    print(f"loaded {what}: {model.num_params():,} parameters, {dtype}, {time.time() - t0:.2f}s")
     return model.eval(), tok
 
 
@@ -373,7 +373,8 @@ class LlamaTokenizer:
 
         import tiktoken
 
-        self.path, self.stop_text = os.path.abspath(path), stop_text
+        self.path = os.path.abspath(path)
+        self.stop_text = stop_text
         with open(path, "rb") as f:
             lines = (line.split() for line in f if line.strip())
             ranks = {base64.b64decode(tok): int(rank) for tok, rank in lines}
