@@ -9,6 +9,7 @@ root, each with a page in docs/ that opens with the command that reproduces it:
     noise   static against dynamic noise in the training traces                        noise.md
     sweep   chain-of-thought formats against position schemes                          sweep.md
     reach   how far past N self-labelling and the learner as labeller reach            reach.md
+    voters  who must vote for a label: all the smarts, a pair, one, with confidence    voters.md
     bench   our model against Hugging Face's GPT-2 of the same size                    speed.md
 
 study.py holds what several of them share. A study may import a stage's functions; no stage

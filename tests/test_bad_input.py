@@ -195,6 +195,17 @@ CASES = {
         "--eval_size=0",
         "--extra=100",
     ],
+    "experiments/voters.py": [
+        "--run={out}/empty",
+        "--run=",
+        "--lengths=3",
+        "--lengths=0-2",
+        "--lengths=4-2",
+        "--confidence=x",
+        "--confidence=0",
+        "--weights=nope",
+        "--problems=0",
+    ],
 }
 EXTRA_ARGS = {"train.py": QUICK_TRAIN}
 
@@ -248,6 +259,8 @@ def test_bad_input_is_one_line_and_changes_nothing(script, bad, out, capsys):
         argv = [f"--runs={out}", f"--out_dir={out}/study"]
     if script == "experiments/digits.py":
         argv = [f"--results={out}/results.json"]
+    if script == "experiments/voters.py":
+        argv = [f"--out_dir={out}/study"]
     argv += EXTRA_ARGS.get(script, []) + bad.format(out=out).split(" ")
     expect_one_line_error(script, argv, capsys, out)
 

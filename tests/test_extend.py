@@ -2,6 +2,7 @@
 on its own problems, the truth past N read by no decision, and a stopped run resumed bit for bit."""
 
 import dataclasses
+import json
 import shutil
 
 import pytest
@@ -112,3 +113,22 @@ def test_a_stopped_run_resumes_as_if_never_stopped(tmp_path, first_smart, tiny):
     assert same_weights(decisions(pieces)[2], decisions(whole)[2])
     assert (tmp_path / "pieces" / "k0" / "extended" / "ckpt.pt").exists()
     assert (tmp_path / "pieces" / "labels.jsonl").read_text().count("\n") == len(pieces["labels"])
+
+
+def test_voters_count_the_labels_each_rule_keeps(tmp_path, first_smart):
+    """experiments/voters.py on three copies of one smart: every rule keeps the same labels, a
+    stricter P keeps fewer, and each smart's wrong completions are each counted at one place."""
+    from experiments import voters
+
+    for k in range(3):
+        shutil.copytree(first_smart, tmp_path / "run" / f"k{k}")
+    args = [f"--run={tmp_path / 'run'}", "--weights=smart", "--lengths=1-3", "--problems=16"]
+    voters.main([*args, "--confidence=0.5,0.999", f"--out_dir={tmp_path / 'v'}", "--device=cpu"])
+    found = json.loads((tmp_path / "v" / "results.json").read_text())
+    kept = found["kept"]
+    assert list(kept) == ["all K", "k0+k1", "k0+k2", "k1+k2", "k0", "k1", "k2"]
+    assert all(by == kept["all K"] for by in kept.values())
+    counts = [kept["k0"][p] for p in ("0.0", "0.5", "0.999")]
+    assert counts[0][0] == 3 * 16 and counts[0][0] >= counts[1][0] >= counts[2][0]
+    assert 0 < counts[0][1] < counts[0][0]  # some right at 1 digit, some wrong at 3
+    assert all(sum(wall.values()) == counts[0][1] for wall in found["walls"])
