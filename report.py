@@ -70,19 +70,27 @@ def reference(problem):
 
 
 @torch.no_grad()
+def read_along(model, tok, prompts, completions):
+    """One forward pass over each prompt + completion. -> logits (B, T, V), and y (B, T): the
+    completion's token where it is next, -1 elsewhere."""
+    rows = [(encode_prompt(tok, p), tok.encode(c)) for p, c in zip(prompts, completions)]
+    T = max(len(a) + len(b) for a, b in rows) - 1
+    x = torch.zeros(len(rows), T, dtype=torch.long)  # (B, T), padding after each
+    y = torch.full((len(rows), T), -1)  # (B, T)
+    for i, (prompt, completion) in enumerate(rows):
+        x[i, : len(prompt) + len(completion) - 1] = torch.tensor(prompt + completion[:-1])
+        y[i, len(prompt) - 1 : len(prompt) + len(completion) - 1] = torch.tensor(completion)
+    model.eval()
+    logits, _ = model(x.to(next(model.parameters()).device))  # (B, T, V)
+    return logits.cpu(), y
+
+
 def every_step_right(model, tok, problems):
     """Whether each problem's greedy completion is its reference, in one forward pass: it is
     exactly where every argmax along the reference is the reference's next token."""
-    rows = [(encode_prompt(tok, p.prompt), tok.encode(reference(p))) for p in problems]
-    T = max(len(a) + len(b) for a, b in rows) - 1
-    x = torch.zeros(len(rows), T, dtype=torch.long)  # (B, T), padding after each
-    y = torch.full((len(rows), T), -1)  # (B, T): the reference where it is next, -1 elsewhere
-    for i, (prompt, ref) in enumerate(rows):
-        x[i, : len(prompt) + len(ref) - 1] = torch.tensor(prompt + ref[:-1])
-        y[i, len(prompt) - 1 : len(prompt) + len(ref) - 1] = torch.tensor(ref)
-    model.eval()
-    logits, _ = model(x.to(next(model.parameters()).device))  # (B, T, V)
-    wrong = (logits.argmax(-1).cpu() != y) & (y >= 0)  # (B, T)
+    prompts = [p.prompt for p in problems]
+    logits, y = read_along(model, tok, prompts, [reference(p) for p in problems])
+    wrong = (logits.argmax(-1) != y) & (y >= 0)  # (B, T)
     return (~wrong.any(1)).tolist()
 
 

@@ -20,20 +20,11 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-import torch
-
 from cli import BadInput, check_writable, opt, parse_config, run_main
-from common import (
-    DEVICE_HELP,
-    complete,
-    encode_prompt,
-    load_checkpoint,
-    pick_device,
-    tokenizer_from,
-)
+from common import DEVICE_HELP, complete, load_checkpoint, pick_device, tokenizer_from
 from cot_data import fresh_problems
 from extend import label_shape
-from report import markdown_table, results_paths, write_results
+from report import markdown_table, read_along, results_paths, write_results
 
 
 @dataclass
@@ -47,22 +38,33 @@ class VotersConfig:
     device: str = opt("auto", DEVICE_HELP)
 
     def check(self):
+        self.length_range()
+        self.levels()
+
+    def length_range(self):
         first, _, last = self.lengths.partition("-")
         if not (first.isdigit() and last.isdigit() and 0 < int(first) <= int(last)):
             raise BadInput(f"--lengths={self.lengths}: give FIRST-LAST, as 9-12")
+        return range(int(first), int(last) + 1)
+
+    def levels(self):
+        """The confidence levels, 0 (no filter) first."""
         try:
             levels = [float(x) for x in self.confidence.split(",")]
         except ValueError:
             levels = []
         if not levels or not all(0 < p <= 1 for p in levels):
             raise BadInput(f"--confidence={self.confidence}: give probabilities in (0, 1]")
+        return [0.0] + levels
 
 
 def load_smarts(cfg, device):
     """The run's smarts k0, k1, ... as saved by extend.py (at least one)."""
     smarts = []
-    while os.path.exists(f"{cfg.run}/k{len(smarts)}/{cfg.weights}/ckpt.pt"):
-        path = f"{cfg.run}/k{len(smarts)}/{cfg.weights}/ckpt.pt"
+    for k in itertools.count():
+        path = f"{cfg.run}/k{k}/{cfg.weights}/ckpt.pt"
+        if not os.path.exists(path):
+            break
         smart, _, data = load_checkpoint(path, ["smart"], device)
         smarts.append(smart)
     if not smarts:
@@ -70,24 +72,13 @@ def load_smarts(cfg, device):
     return smarts, data
 
 
-@torch.no_grad()
 def least_likely(model, tok, prompts, completions, batch=64):
     """Each completion's least likely token: its probability given all that came before it."""
-    device = next(model.parameters()).device
-    model.eval()
     out = []
     for i in range(0, len(prompts), batch):
-        rows = [(encode_prompt(tok, p), tok.encode(c)) for p, c in zip(prompts, completions)]
-        rows = rows[i : i + batch]
-        T = max(len(a) + len(b) for a, b in rows) - 1
-        x = torch.zeros(len(rows), T, dtype=torch.long)  # (B, T), padding after each
-        for j, (a, b) in enumerate(rows):
-            x[j, : len(a) + len(b) - 1] = torch.tensor(a + b[:-1])
-        logits, _ = model(x.to(device))  # (B, T, V)
-        probs = logits.float().softmax(-1).cpu()
-        for j, (a, b) in enumerate(rows):
-            at = torch.arange(len(a) - 1, len(a) + len(b) - 1)  # where each token is next
-            out.append(probs[j, at, torch.tensor(b)].min().item())
+        logits, y = read_along(model, tok, prompts[i : i + batch], completions[i : i + batch])
+        probs = logits.float().softmax(-1).gather(-1, y.clamp(min=0)[..., None])[..., 0]  # (B, T)
+        out += probs.masked_fill(y < 0, 1.0).min(1).values.tolist()
     return out
 
 
@@ -100,18 +91,17 @@ def first_wrong(completion, reference):
     return f"answer digit {i - hash_at}" if i > hash_at else f"chain position {i + 1}"
 
 
-def count(cfg, smarts, data, device):
+def count(cfg, smarts, data):
     """-> {rule: {P: [kept, wrong]}} and, per smart, a Counter of where its wrong ones go wrong."""
     tok = tokenizer_from(data)
     K = len(smarts)
     rules = {"all K": tuple(range(K))}
     rules.update({f"k{a}+k{b}": (a, b) for a, b in itertools.combinations(range(K), 2) if K > 2})
     rules.update({f"k{k}": (k,) for k in range(K) if K > 1})
-    levels = [0.0] + [float(x) for x in cfg.confidence.split(",")]
+    levels = cfg.levels()
     kept = {name: {p: [0, 0] for p in levels} for name in rules}
     walls = [Counter() for _ in smarts]
-    first, _, last = cfg.lengths.partition("-")
-    for L in range(int(first), int(last) + 1):
+    for L in cfg.length_range():
         problems = fresh_problems(data.task, data.fmt, L, cfg.problems, "voters", set())
         prompts = [p.prompt for p in problems]
         room = label_shape(data, L)[2]
@@ -135,9 +125,8 @@ def main(argv=None):
     check_writable(*results_paths(cfg.out_dir)[:2])
     device = pick_device(cfg.device)
     smarts, data = load_smarts(cfg, device)
-    kept, walls = count(cfg, smarts, data, device)
-    levels = list(next(iter(kept.values())))
-    header = ["rule"] + [f"P >= {p:g}: kept (wrong)" if p else "kept (wrong)" for p in levels]
+    kept, walls = count(cfg, smarts, data)
+    header = ["rule"] + [f"P >= {p:g}: kept (wrong)" if p else "kept (wrong)" for p in cfg.levels()]
     rows = [[name] + [f"{k} ({w})" for k, w in by.values()] for name, by in kept.items()]
     text = f"{cfg.run} ({cfg.weights}), {cfg.problems} fresh problems at each of {cfg.lengths}"
     text += " digits: the labels each rule keeps\n\n" + markdown_table(header, rows) + "\n\n"
