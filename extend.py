@@ -75,9 +75,11 @@ class ExtendConfig:
 
 def smart_args(cfg, k):
     """train.py's options for smart k: the main job's recipe, a seed of its own, built to hold
-    --longest digits."""
+    --longest digits and trained with digit indices shifted across all of them (a narrower shift
+    leaves the indices past N + shift untrained, and labelling stalls there)."""
     args = [f"--out_dir={cfg.out_dir}/k{k}", f"--seed={cfg.smarts * cfg.seed + k + 1}"]
     args += [f"--max_digits={cfg.max_digits}", f"--longest={cfg.longest}", "--eval_extra=0"]
+    args += [f"--abacus_offset={cfg.longest}"]
     return args + ["--eval_every=0", f"--device={cfg.device}"]
 
 

@@ -64,6 +64,14 @@ def test_fresh_problems_are_new_every_time_and_never_evaluated():
     assert all(p.digits == 3 for p in first + again) and set(ops) == seen
 
 
+def test_smarts_are_trained_on_every_digit_index_they_label():
+    """A smart sees in training, shifted, every digit index up to --longest: an index it never saw
+    is where labelling stalls."""
+    cfg = parse_config(extend.ExtendConfig, "", ["--longest=60"])
+    tcfg = parse_config(extend.train.TrainConfig, "", extend.smart_args(cfg, 0))
+    assert tcfg.longest == 60 and tcfg.abacus_offset >= 60
+
+
 def test_each_length_is_measured_on_its_own_problems(monkeypatch):
     """A length holds only its own problems, at every length (the first has 20, fewer than the
     screen): reach is the last length before the first below 90%."""
