@@ -79,7 +79,7 @@ class TrainConfig:
         "positions (model.py; abacus: a digit's index in its number)",
         choices=("learned", "rope", "none", "abacus", "abacus_rope"),
     )
-    abacus_offset: int = opt(20, "abacus: random shift of digit indices in training", lo=0)
+    abacus_offset: int = opt(20, "abacus: random shift of digit indices in training", lo=0, hi=1000)
     longest: int = opt(
         None,
         "the most digits the model holds: its digit-index table, and (unless --block_size) its "

@@ -60,6 +60,7 @@ CASES = {
         "--pos=rope --dim=30 --n_heads=2",
         "--pos=abacus_rope --dim=30 --n_heads=2",
         "--abacus_offset=-1",
+        "--abacus_offset=1000000000",
     ],
     "sample.py": [
         "--ckpt={out}/nope.pt",
@@ -158,6 +159,7 @@ CASES = {
         "--longest=8",
         "--max_digits=5 --longest=4",
         "--longest=1001",
+        "--abacus_offset=1001",
         "--smarts=0",
         "--problems=0",
         "--ahead=0",

@@ -70,6 +70,8 @@ def test_smarts_are_trained_on_every_digit_index_they_label():
     cfg = parse_config(extend.ExtendConfig, "", ["--longest=60"])
     tcfg = parse_config(extend.train.TrainConfig, "", extend.smart_args(cfg, 0))
     assert tcfg.longest == 60 and tcfg.abacus_offset >= 60
+    cfg = parse_config(extend.ExtendConfig, "", ["--longest=60", "--abacus_offset=20"])
+    assert parse_config(extend.train.TrainConfig, "", extend.smart_args(cfg, 0)).abacus_offset == 20
 
 
 def test_each_length_is_measured_on_its_own_problems(monkeypatch):
