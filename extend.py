@@ -56,9 +56,7 @@ class ExtendConfig:
     smarts: int = opt(3, "K: smarts trained with seeds of their own; a label needs all K", lo=1)
     max_digits: int = opt(8, "N: the smarts are trained on 1..N digits", lo=1, hi=1000)
     longest: int = opt(100, "the longest length labelled (the models hold it)", lo=2, hi=1000)
-    abacus_offset: int = opt(
-        None, "smarts: digit indices shifted by up to this; auto: --longest", lo=0, hi=1000
-    )
+    abacus_offset: int = opt(None, "training shift of digit indices; auto: longest", lo=0, hi=1000)
     problems: int = opt(256, "fresh problems labelled a length and round", lo=1)
     ahead: int = opt(8, "lengths past the frontier a round may label", lo=1)
     threshold: float = opt(0.5, "agreement a length needs to move the frontier", gt=0, hi=1)
@@ -79,9 +77,7 @@ class ExtendConfig:
 
 
 def smart_args(cfg, k):
-    """train.py's options for smart k: the main job's recipe, a seed of its own, built to hold
-    --longest digits, its digit indices shifted by up to --abacus_offset in training (an index
-    never seen there is one where labelling stalls)."""
+    """train.py's options for smart k: the main job's recipe, its own seed, --longest digits."""
     args = [f"--out_dir={cfg.out_dir}/k{k}", f"--seed={cfg.smarts * cfg.seed + k + 1}"]
     args += [f"--max_digits={cfg.max_digits}", f"--longest={cfg.longest}", "--eval_extra=0"]
     args += [f"--abacus_offset={cfg.abacus_offset}"]
