@@ -6,9 +6,7 @@ A round labels fresh problems of each length past the frontier in turn (--ahead 
 smarts agree on at least --threshold of them, moves the frontier to the last length that did, and
 tunes each smart: batches of half the round's labels, a quarter earlier ones, a quarter fresh 1..N
 problems. It stops after --patience rounds without the frontier moving, at --longest, after
---rounds, or after the round that passes --minutes. No decision reads an answer past N: the report
-alone does (report.py). Reach: the longest L at which >= 90% of the evaluation problems of every
-length 1..L are right at every step, each length measured on its own problems, never labelled.
+--rounds, or after the round that passes --minutes. No decision reads the truth past N.
 
     python extend.py                  # 3 smarts from N=8: out/extend/results.{md,json,png}
     python extend.py --minutes=20     # stop after the round that passes 20 minutes
@@ -20,6 +18,7 @@ import random
 import re
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 
@@ -113,16 +112,16 @@ def label_shape(data, L):
     return min(map(len, texts)), widest, 2 * max(map(len, texts)) + 8
 
 
-def label_round(smarts, tok, data, frontier, cfg, r, seen):
-    """Each length past the frontier in turn, while the smarts agree on at least cfg.threshold of
-    its problems. -> (the new frontier, agreement per length, [(problem, label)] kept)"""
+def label_round(voters, data, frontier, cfg, r, seen):
+    """Each length past the frontier in turn while the K voters (prompts, room -> completions) agree
+    on cfg.threshold of its problems. -> (new frontier, agreement per length, [(problem, label)])"""
     agreement = {}
     kept = []
     for L in range(frontier + 1, min(frontier + cfg.ahead, cfg.longest) + 1):
         problems = fresh_problems(data.task, data.fmt, L, cfg.problems, f"{cfg.seed}:{r}", seen)
         shortest, widest, room = label_shape(data, L)
-        votes = [complete(smart, tok, [p.prompt for p in problems], room) for smart in smarts]
-        for p, v in zip(problems, zip(*votes)):  # v: the K smarts' completions of p
+        votes = [voter([p.prompt for p in problems], room) for voter in voters]
+        for p, v in zip(problems, zip(*votes)):  # v: the K completions of p
             wide = max(map(len, re.findall(r"\d+", v[0])), default=0) > widest
             if len(set(v)) == 1 and len(v[0]) >= shortest and not wide:
                 kept.append((p, v[0]))
@@ -133,12 +132,12 @@ def label_round(smarts, tok, data, frontier, cfg, r, seen):
     return frontier, agreement, kept
 
 
-def tune(smart, newest, older, base, tok, cfg, seed):
-    """Fine-tune `smart` in place on (prompt, label) texts: an example is one of the round's labels
+def tune(model, newest, older, base, tok, cfg, seed):
+    """Fine-tune `model` in place on (prompt, completion) texts: an example is one of the round's
     with probability NEWEST, of the earlier rounds' OLDER, else a fresh 1..N problem from `base`
     (never the same twice, so that no length of 1..N is forgotten)."""
     rng = random.Random(seed)
-    device = next(smart.parameters()).device
+    device = next(model.parameters()).device
 
     def example():
         u = rng.random()
@@ -154,7 +153,7 @@ def tune(smart, newest, older, base, tok, cfg, seed):
         return pack([(encode_prompt(tok, p), tok.encode(c)) for p, c in pairs], device)
 
     torch.manual_seed(seed)
-    finetune_loop(smart, batch, Optim(cfg.steps, LR, BATCH_SIZE, WARMUP), desc="tune")
+    finetune_loop(model, batch, Optim(cfg.steps, LR, BATCH_SIZE, WARMUP), desc="tune")
 
 
 def stopping(rows, cfg):
@@ -197,6 +196,7 @@ def extend(cfg):
     t0 = time.time() - (state["rows"][-1]["seconds"] if state["rows"] else 0)
     smarts, runs, data = make_smarts(cfg, device)
     tok = tokenizer_from(data)
+    voters = [partial(complete, smart, tok) for smart in smarts]  # each smart's greedy completions
     base = ProblemStream(data.task, data.fmt, 1, data.max_digits, seed=cfg.seed)
     seen = set(map(tuple, state["seen"]))
     for smart, weights in zip(smarts, state["smarts"]):
@@ -210,7 +210,7 @@ def extend(cfg):
         agreement = {}
         kept = []
         if r:
-            frontier, agreement, kept = label_round(smarts, tok, data, frontier, cfg, r, seen)
+            frontier, agreement, kept = label_round(voters, data, frontier, cfg, r, seen)
             new = [(p.prompt, label) for p, label in kept]
             older = [(x["prompt"], x["label"]) for x in state["labels"]]
             for k, smart in enumerate(smarts if new else []):
