@@ -8,7 +8,7 @@ root, each with a page in docs/ that opens with the command that reproduces it:
     tasks   the whole experiment on every task                                         tasks.md
     noise   static against dynamic noise in the training traces                        noise.md
     sweep   chain-of-thought formats against position schemes                          sweep.md
-    reach   how far past N self-labelling and the learner as labeller reach            reach.md
+    reach   the learner in stage 5's loop: as corrector, taught the step, as checker   reach.md
     voters  who must vote for a label: all the smarts, a pair, one, with confidence    voters.md
     bench   our model against Hugging Face's GPT-2 of the same size                    speed.md
 

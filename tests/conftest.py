@@ -12,6 +12,24 @@ sys.path.insert(0, ROOT)
 TINY = ["--dim=32", "--n_layers=2", "--n_heads=2", "--ffn_hidden=64"]
 
 
+# extend.py's smarts on a tiny model's recipe (test_extend.py, test_reach.py)
+EXTEND_SMART = [*TINY, "--steps=300", "--lr=3e-3", "--abacus_offset=4"]
+
+
+def tiny_smarts(patch):
+    """Make extend.py train its smarts on EXTEND_SMART's recipe (patch: a pytest MonkeyPatch)."""
+    import extend
+
+    made = extend.smart_args
+    patch.setattr(extend, "smart_args", lambda cfg, k: made(cfg, k) + EXTEND_SMART)
+
+
+@pytest.fixture
+def tiny_extend(monkeypatch):
+    """extend.py's smarts made, or checked when reused, on EXTEND_SMART's recipe."""
+    tiny_smarts(monkeypatch)
+
+
 def run(*args, cwd=ROOT):
     """Run a project script as a user would; returns the CompletedProcess."""
     return subprocess.run(

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import tiny_smarts
 
 import extend
 import report
@@ -15,16 +15,8 @@ from cli import parse_config
 from cot_data import eval_operands, fresh_problems
 
 # one smart of two digits, and a schedule that moves the frontier every round up to 6 digits
-SMART = [*TINY, "--steps=300", "--lr=3e-3", "--abacus_offset=4"]
 RUN = ["--max_digits=2", "--smarts=1", "--longest=6", "--problems=32", "--ahead=2", "--steps=20"]
 RUN += ["--threshold=0.1", "--device=cpu"]
-
-
-@pytest.fixture
-def tiny(monkeypatch):
-    """extend.py's smarts made with a tiny model's recipe."""
-    made = extend.smart_args
-    monkeypatch.setattr(extend, "smart_args", lambda cfg, k: made(cfg, k) + SMART)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +24,7 @@ def first_smart(tmp_path_factory):
     """A tiny smart trained once, copied into every run's folder below (copies are reused)."""
     out = tmp_path_factory.mktemp("extend")
     with pytest.MonkeyPatch.context() as m:
-        made = extend.smart_args
-        m.setattr(extend, "smart_args", lambda cfg, k: made(cfg, k) + SMART)
+        tiny_smarts(m)
         extend.make_smarts(parse_config(extend.ExtendConfig, "", [f"--out_dir={out}", *RUN]), "cpu")
     return out / "k0"
 
@@ -91,7 +82,7 @@ def test_each_length_is_measured_on_its_own_problems(monkeypatch):
     assert calls.count({5}) == 2  # 5 is close: all of its problems, in two parts
 
 
-def test_the_truth_past_n_decides_nothing(tmp_path, first_smart, tiny, monkeypatch):
+def test_the_truth_past_n_decides_nothing(tmp_path, first_smart, tiny_extend, monkeypatch):
     """The same labels, schedule, stop and weights with the truth replaced wherever it can be read
     past N: the problems' reference completions and answers, and the report's reference."""
     honest = run(tmp_path / "honest", first_smart)
@@ -114,7 +105,7 @@ def test_the_truth_past_n_decides_nothing(tmp_path, first_smart, tiny, monkeypat
     assert same_weights(decisions(lied)[2], decisions(honest)[2])
 
 
-def test_a_stopped_run_resumes_as_if_never_stopped(tmp_path, first_smart, tiny):
+def test_a_stopped_run_resumes_as_if_never_stopped(tmp_path, first_smart, tiny_extend):
     whole = run(tmp_path / "whole", first_smart, "--rounds=3")
     run(tmp_path / "pieces", first_smart, "--rounds=1")
     pieces = run(tmp_path / "pieces", first_smart, "--rounds=3", "--resume")
