@@ -20,9 +20,9 @@ The control, self-labelling, is extend.py itself, run with the same options: bot
 OUT_DIR/kK/smart. The learners are made once, in OUT_DIR/kK/{stupid,learner}. An arm writes
 OUT_DIR/ARM/: results.{md,json,png} (extend.py's row per round, with the learners' pairs and what
 they make of smart's output just past the frontier), labels.jsonl, and each smart's and learner's
-final weights, kK/{smart,learner}/ckpt.pt. Minutes count from the arm's start, the learners' making
-included, the look past the frontier not. As in extend.py, no decision reads the truth past N: only
-the report does (tested).
+weights after the last round, kK/{smart,learner}/ckpt.pt. Minutes count from the arm's start, the
+learners' making included, the look past the frontier not. As in extend.py, no decision reads the
+truth past N: only the report does (tested).
 
     python extend.py --out_dir=out/reach --minutes=30                  # self-labelling: the control
     python -m experiments.reach --out_dir=out/reach --arm=corrector --minutes=30
@@ -253,9 +253,9 @@ def run_arm(cfg):
         print("|", " | ".join(map(str, cells)), "|", flush=True)  # the row as the table shows it
         why = extend.stopping(rows, cfg) if r else None
         write(out, cfg, rows, labels, why, N)
-    for k, (smart, learner) in enumerate(zip(smarts, learners)):  # what sample.py reads
-        save_checkpoint(f"{out}/k{k}/smart/ckpt.pt", smart, "smart", r, data, runs[k])
-        save_checkpoint(f"{out}/k{k}/learner/ckpt.pt", learner, "learner", r, data, runs[k])
+        for k, (smart, learner) in enumerate(zip(smarts, learners)):  # what sample.py reads
+            save_checkpoint(f"{out}/k{k}/smart/ckpt.pt", smart, "smart", r, data, runs[k])
+            save_checkpoint(f"{out}/k{k}/learner/ckpt.pt", learner, "learner", r, data, runs[k])
     return rows
 
 
