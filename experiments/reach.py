@@ -166,25 +166,26 @@ def past_frontier(smarts, learners, tok, data, frontier, longest):
         problems = eval_set(data.task, L, data.fmt, SCREEN)
         prompts = [p.prompt for p in problems]
         room = extend.label_shape(data, L)[2]
+        truth = [report.reference(p) for p in problems]  # the one place the truth is read
         effect[L] = [0, 0]
         for smart, learner in zip(smarts, learners):
             attempts = {}
             fixed = voter("corrector", smart, learner, tok, attempts)(prompts, room)
-            truth = [report.reference(p) for p in problems]  # the one place the truth is read
             effect[L][0] += sum(attempts[p.prompt] == t for p, t in zip(problems, truth))
             effect[L][1] += sum(c == t for c, t in zip(fixed, truth))
     return effect
 
 
-def learner_cells(row):
+def arm_cells(row, N, longest):
+    """A round's row as the table shows it: extend.py's cells, then the learners'."""
     effect = " ".join(f"{L}:{a}→{b}" for L, (a, b) in row["effect"].items())
-    return [f"{row['pairs']} ({row['corrections']})", effect]
+    return round_cells(row, N, longest) + [f"{row['pairs']} ({row['corrections']})", effect]
 
 
 def write(out, cfg, rows, labels, why, N):
     """The arm's results.{md,json,png} and labels.jsonl as they stand after a round."""
     header = ROUND_HEADER + ["learner pairs (corrections)", "past the frontier: smart → learner"]
-    cells = [round_cells(row, N, cfg.longest) + learner_cells(row) for row in rows]
+    cells = [arm_cells(row, N, cfg.longest) for row in rows]
     text = f"{cfg.arm} arm from N={N}, K={cfg.smarts} smarts: {why or 'running'}\n\n"
     text += markdown_table(header, cells)
     found = dict(config=asdict(cfg), rows=rows)
@@ -249,8 +250,7 @@ def run_arm(cfg):
         row["effect"] = past_frontier(smarts, learners, tok, data, frontier, cfg.longest)
         aside += time.time() - t1
         rows.append(row)
-        cells = round_cells(row, N, cfg.longest) + learner_cells(row)
-        print("|", " | ".join(map(str, cells)), "|", flush=True)  # the row as the table shows it
+        print("|", " | ".join(map(str, arm_cells(row, N, cfg.longest))), "|", flush=True)
         why = extend.stopping(rows, cfg) if r else None
         write(out, cfg, rows, labels, why, N)
         for k, (smart, learner) in enumerate(zip(smarts, learners)):  # what sample.py reads
