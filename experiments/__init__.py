@@ -10,6 +10,7 @@ root, each with a page in docs/ that opens with the command that reproduces it:
     sweep   chain-of-thought formats against position schemes                          sweep.md
     reach   the learner in stage 5's loop: as corrector, taught the step, as checker   reach.md
     voters  who must vote for a label: all the smarts, a pair, one, with confidence    voters.md
+    rounds  stage 5's round screened: a run's copy goes on with one thing changed      extend.md
     bench   our model against Hugging Face's GPT-2 of the same size                    speed.md
 
 study.py holds what several of them share. A study may import a stage's functions; no stage

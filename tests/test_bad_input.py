@@ -207,6 +207,16 @@ CASES = {
         "--weights=nope",
         "--problems=0",
     ],
+    "experiments/rounds.py": [
+        "--run={out}/empty",
+        "--run=",
+        "--rounds=0",
+        "--batch_size=0",
+        "--problems=0",
+        "--keep_optimizer=maybe",
+        "--out_dir={out}",
+        "--out_dir=/proc/nanocorrect",
+    ],
 }
 EXTRA_ARGS = {"train.py": QUICK_TRAIN}
 
@@ -260,7 +270,7 @@ def test_bad_input_is_one_line_and_changes_nothing(script, bad, out, capsys):
         argv = [f"--runs={out}", f"--out_dir={out}/study"]
     if script == "experiments/digits.py":
         argv = [f"--results={out}/results.json"]
-    if script == "experiments/voters.py":
+    if script in ("experiments/voters.py", "experiments/rounds.py"):
         argv = [f"--out_dir={out}/study"]
     argv += EXTRA_ARGS.get(script, []) + bad.format(out=out).split(" ")
     expect_one_line_error(script, argv, capsys, out)

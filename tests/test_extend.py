@@ -9,9 +9,10 @@ import pytest
 import torch
 from conftest import tiny_smarts
 
+import common
 import extend
 import report
-from cli import parse_config
+from cli import BadInput, parse_config
 from cot_data import eval_operands, fresh_problems
 
 # one smart of two digits, and a schedule that moves the frontier every round up to 6 digits
@@ -133,3 +134,31 @@ def test_voters_count_the_labels_each_rule_keeps(tmp_path, first_smart):
     assert counts[0][0] == 3 * 16 and counts[0][0] >= counts[1][0] >= counts[2][0]
     assert 0 < counts[0][1] < counts[0][0]  # some right at 1 digit, some wrong at 3
     assert all(sum(wall.values()) == counts[0][1] for wall in found["walls"])
+
+
+def test_a_screen_of_a_round_changes_only_what_it_says(tmp_path, first_smart, tiny_extend):
+    """experiments/rounds.py: a copy of a run going on with nothing changed makes the run's own
+    rounds bit for bit; with a smaller batch it tunes as many examples in more steps; the patches
+    are undone after it."""
+    from experiments import rounds
+
+    whole = run(tmp_path / "whole", first_smart, "--rounds=2")
+    run(tmp_path / "r1", first_smart, "--rounds=1")
+    same = rounds.main([f"--run={tmp_path / 'r1'}", "--rounds=1", f"--out_dir={tmp_path / 'same'}"])
+    assert decisions(same)[:2] == decisions(whole)[:2]
+    assert same_weights(decisions(same)[2], decisions(whole)[2])
+    args = [f"--run={tmp_path / 'r1'}", "--rounds=1", "--batch_size=16", "--keep_optimizer"]
+    small = rounds.main([*args, f"--out_dir={tmp_path / 'small'}"])
+    assert small["config"]["steps"] == 4 * whole["config"]["steps"] and len(small["rows"]) == 3
+    split = json.loads((tmp_path / "small" / "split.json").read_text())
+    assert split["tune"] > 0 and split["label"] > 0 and split["report"] > 0
+    assert extend.BATCH_SIZE == 64 and extend.tune.__module__ == "extend"
+    assert common.Optim.optimizer.__qualname__ == "Optim.optimizer"
+    with pytest.raises(BadInput, match="is there"):
+        rounds.main([f"--run={tmp_path / 'r1'}", f"--out_dir={tmp_path / 'small'}"])
+    with pytest.raises(BadInput, match="no state.pt"):
+        rounds.main([f"--run={tmp_path / 'none'}", f"--out_dir={tmp_path / 'x'}"])
+    (tmp_path / "r1" / "state.pt").write_bytes(b"not a run")
+    with pytest.raises(BadInput, match="not a readable"):
+        rounds.main([f"--run={tmp_path / 'r1'}", f"--out_dir={tmp_path / 'x'}"])
+    assert not (tmp_path / "x").exists()
